@@ -1,0 +1,210 @@
+"""Receipts and MO messages from upstream to the right client: store, then forward.
+
+Everything an upstream delivers is first written to the persistent outbox, then acknowledged to
+the upstream, then pushed to a bound receiver/transceiver of the owning client. Nothing is lost
+if the client is not bound (it waits in the outbox until it binds), if the client answers with
+an error or not at all (retried with exponential backoff), or if the proxy is killed (the
+outbox is on disk). Receipts are matched by (upstream, upstream message id) and their id is
+rewritten to the proxy id the client knows; MO messages are routed by ``mo_prefixes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .config import ProxyConfig
+from .constants import Status
+from .dlr import id_candidates, is_receipt, parse_receipt, rewrite_receipt_id
+from .metrics import ProxyMetrics
+from .pdu import Pdu, decode_pdu
+from .server import ClientRegistry
+from .store import MessageRecord, OutboxItem, Store
+from .transport import ConnectionLost, RequestTimeout, SmppConnection
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Per-client dispatchers that drain the persistent outbox into bound receivers."""
+
+    def __init__(
+        self, config: ProxyConfig, store: Store, registry: ClientRegistry, metrics: ProxyMetrics | None
+    ):
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._closing = False
+        registry.bind_listeners.append(self._on_bind)
+
+    async def start(self) -> None:
+        for client_id in await self.store.outbox_clients():
+            self.wake(client_id)
+        await self._update_gauge()
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in self._tasks.values():
+            t.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def put(self, client_id: str, pdu: Pdu) -> None:
+        await self.store.outbox_put(client_id, pdu.encode(), time.time())
+        if self.metrics:
+            self.metrics.outbox_pending.inc()
+        self.wake(client_id)
+
+    def _on_bind(self, client_id: str, conn: SmppConnection) -> None:
+        if conn.session.state.can_receive:
+            self.wake(client_id)
+
+    def wake(self, client_id: str) -> None:
+        if self._closing:
+            return
+        ev = self._wake.setdefault(client_id, asyncio.Event())
+        ev.set()
+        task = self._tasks.get(client_id)
+        if task is None or task.done():
+            self._tasks[client_id] = asyncio.ensure_future(self._run(client_id))
+
+    async def _update_gauge(self) -> None:
+        if self.metrics:
+            self.metrics.outbox_pending.set(await self.store.outbox_count())
+
+    async def _run(self, client_id: str) -> None:
+        ev = self._wake[client_id]
+        retry_min = self.config.dlr.retry_min_s
+        while not self._closing:
+            ev.clear()
+            state = self.registry.get(client_id)
+            receivers = state.receivers() if state else []
+            if not receivers:
+                await ev.wait()  # woken by a bind or a new item
+                continue
+            window = state.config.window if state else 1
+            items = await self.store.outbox_due(client_id, time.time(), limit=max(1, window))
+            if not items:
+                # nothing due now: sleep until woken or until the earliest retry may be due
+                if await self.store.outbox_count(client_id) == 0:
+                    await ev.wait()
+                else:
+                    try:
+                        await asyncio.wait_for(ev.wait(), retry_min)
+                    except asyncio.TimeoutError:
+                        pass
+                continue
+            await asyncio.gather(
+                *(self._send(receivers[i % len(receivers)], it) for i, it in enumerate(items))
+            )
+        return
+
+    async def _send(self, conn: SmppConnection, item: OutboxItem) -> None:
+        cfg = self.config.dlr
+        try:
+            pdu = decode_pdu(item.pdu)
+        except Exception:
+            log.error("outbox item %s is not a valid PDU; discarding", item.item_id)
+            await self.store.outbox_done(item.item_id)
+            return
+        try:
+            resp = await conn.request(pdu)
+            ok = resp.command_status == Status.ROK
+            why = f"status {resp.command_status:#x}"
+        except (RequestTimeout, ConnectionLost) as exc:
+            ok, why = False, str(exc)
+        if ok:
+            await self.store.outbox_done(item.item_id)
+            if self.metrics:
+                self.metrics.outbox_pending.dec()
+                self.metrics.dlr.labels("relayed").inc()
+            return
+        delay = min(cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20)))
+        log.info("delivery to %s failed (%s); retry in %.1fs", conn.system_id, why, delay)
+        await self.store.outbox_retry(item.item_id, time.time() + delay)
+        if self.metrics:
+            self.metrics.dlr.labels("retried").inc()
+
+
+class DeliveryRelay:
+    """Handles deliver_sm / data_sm arriving from upstreams (receipts and MO)."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        store: Store,
+        outbox: Outbox,
+        metrics: ProxyMetrics | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self.outbox = outbox
+        self.metrics = metrics
+
+    def update(self, config: ProxyConfig) -> None:
+        self.config = config
+
+    async def on_deliver(self, upstream: str, conn: SmppConnection, pdu: Pdu) -> None:
+        try:
+            if is_receipt(pdu):
+                status = await self._receipt(upstream, pdu)
+            else:
+                status = await self._mo(pdu)
+        except Exception:
+            log.exception("failed to handle %s from upstream %s", pdu.name, upstream)
+            status = int(Status.RSYSERR)  # the upstream will retry: nothing is lost
+        conn.respond(pdu.response(status))
+
+    async def lookup(self, upstream: str, message_id: str) -> MessageRecord | None:
+        """Find the message of a receipt; waits briefly for a submit_sm_resp still in flight."""
+        cands = id_candidates(message_id)
+        deadline = time.monotonic() + self.config.dlr.unmatched_grace_s
+        delay = 0.02
+        while True:
+            rec = await self.store.find_by_upstream_id(upstream, cands)
+            if rec is not None or time.monotonic() >= deadline:
+                return rec
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _receipt(self, upstream: str, pdu: Pdu) -> int:
+        m = self.metrics
+        if m:
+            m.dlr.labels("received").inc()
+        info = parse_receipt(pdu)
+        rec = await self.lookup(upstream, info.message_id) if info.message_id else None
+        if rec is None:
+            log.warning("receipt from %s for unknown message id %r", upstream, info.message_id)
+            if m:
+                m.dlr.labels("unmatched").inc()
+            return int(Status.ROK)  # answered and counted; the upstream must not retry forever
+        out = pdu.copy()
+        rewrite_receipt_id(out, rec.proxy_id)
+        await self.outbox.put(rec.client_id, out)
+        if m:
+            m.dlr.labels("queued").inc()
+        return int(Status.ROK)
+
+    def route_mo(self, destination: str) -> str | None:
+        best, best_len = None, -1
+        for c in self.config.clients:
+            for prefix in c.mo_prefixes:
+                if destination.startswith(prefix) and len(prefix) > best_len:
+                    best, best_len = c.system_id, len(prefix)
+        return best
+
+    async def _mo(self, pdu: Pdu) -> int:
+        dst = str(pdu.params.get("destination_addr", ""))
+        client = self.route_mo(dst)
+        if client is None:
+            log.warning("MO to %r matches no client's mo_prefixes", dst)
+            if self.metrics:
+                self.metrics.mo.labels("unmatched").inc()
+            return self.config.dlr.unmatched_mo_status
+        await self.outbox.put(client, pdu.copy())
+        if self.metrics:
+            self.metrics.mo.labels("queued").inc()
+        return int(Status.ROK)

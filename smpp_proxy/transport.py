@@ -1,0 +1,236 @@
+"""asyncio transport for one SMPP connection, on top of the sans-I/O ``SmppSession``.
+
+``SmppConnection`` is an ``asyncio.Protocol``: bytes in go to the session, events out go to a
+handler; ``request()`` sends a request and awaits its response (with a timeout);
+``respond()`` sends a response. An enquire_link keeper probes an idle peer and closes the
+connection when the peer stops answering. The handler is the application (server side:
+``smpp_proxy.server``; upstream side: ``smpp_proxy.upstream``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from .constants import CommandId, Status, command_name
+from .metrics import ProxyMetrics
+from .pdu import Pdu
+from .session import (
+    BindState,
+    ProtocolError,
+    RequestReceived,
+    ResponseReceived,
+    SmppSession,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RequestTimeout(Exception):
+    """The peer did not answer a request in time."""
+
+
+class ConnectionLost(ConnectionError):
+    """The connection closed before the response arrived."""
+
+
+class ConnectionHandler(Protocol):
+    def on_request(self, conn: SmppConnection, pdu: Pdu) -> None: ...
+
+    def on_closed(self, conn: SmppConnection, exc: Exception | None) -> None: ...
+
+
+class SmppConnection(asyncio.Protocol):
+    def __init__(
+        self,
+        session: SmppSession,
+        handler: ConnectionHandler,
+        metrics: ProxyMetrics | None,
+        side: str,
+        *,
+        enquire_link_interval: float = 30.0,
+        response_timeout: float = 10.0,
+    ):
+        self.session = session
+        self.handler = handler
+        self.metrics = metrics
+        self.side = side
+        self.enquire_link_interval = enquire_link_interval
+        self.response_timeout = response_timeout
+        self.transport: asyncio.Transport | None = None
+        self.peer_ip: str = ""
+        self.peer_port: int = 0
+        self.last_rx = time.monotonic()
+        self.closed = asyncio.Event()
+        self.system_id: str = ""  # the peer's (server side) or ours (upstream side) once bound
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._keeper: asyncio.Task | None = None
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._loop = asyncio.get_event_loop()
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip, self.peer_port = peer[0], peer[1]
+        self._keeper = self._loop.create_task(self._keep_alive())
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = time.monotonic()
+        for ev in self.session.receive_data(data):
+            if isinstance(ev, RequestReceived):
+                self._count("in", ev.pdu)
+                if ev.pdu.command_id == CommandId.ENQUIRE_LINK:
+                    self.respond(ev.pdu.response(Status.ROK))
+                    continue
+                try:
+                    self.handler.on_request(self, ev.pdu)
+                except Exception:  # a handler bug must not kill the connection silently
+                    log.exception("%s: handler failed on %s", self.side, ev.pdu.name)
+                    self.respond(ev.pdu.response(Status.RSYSERR))
+            elif isinstance(ev, ResponseReceived):
+                self._count("in", ev.pdu)
+                timer = self._timers.pop(ev.pdu.sequence_number, None)
+                if timer is not None:
+                    timer.cancel()
+                fut = ev.context
+                if isinstance(fut, asyncio.Future) and not fut.done():
+                    fut.set_result(ev.pdu)
+                elif ev.request is None:
+                    log.debug("%s: unsolicited %s seq=%d", self.side, ev.pdu.name, ev.pdu.sequence_number)
+            elif isinstance(ev, ProtocolError):
+                log.warning("%s %s:%s protocol error: %s", self.side, self.peer_ip, self.peer_port, ev.reason)
+                if self.metrics:
+                    reason = "framing" if ev.close else (
+                        f"status_{ev.reply.command_status:#04x}" if ev.reply else "response"
+                    )
+                    self.metrics.protocol_errors.labels(self.side, reason).inc()
+                if ev.reply is not None:
+                    self.respond(ev.reply)
+                if ev.close:
+                    self.close()
+                    return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.close()
+        for seq, timer in self._timers.items():
+            timer.cancel()
+        self._timers.clear()
+        for _pdu, fut in self.session.drain_pending():
+            if isinstance(fut, asyncio.Future) and not fut.done():
+                fut.set_exception(ConnectionLost("connection closed"))
+        if self._keeper is not None:
+            self._keeper.cancel()
+        self._can_write.set()
+        self.closed.set()
+        try:
+            self.handler.on_closed(self, exc)
+        except Exception:
+            log.exception("%s: on_closed handler failed", self.side)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    # ------------------------------------------------------------------ sending
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.closed.is_set() and (
+            self.session.state is not BindState.CLOSED
+        )
+
+    def _count(self, direction: str, pdu: Pdu) -> None:
+        if self.metrics:
+            self.metrics.pdu(self.side, direction, command_name(pdu.command_id), pdu.command_status)
+
+    def respond(self, pdu: Pdu) -> None:
+        if not self.is_open:
+            return
+        data = self.session.send_response(pdu)
+        self._count("out", pdu)
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def send_request_nowait(self, pdu: Pdu, timeout: float | None = None) -> asyncio.Future:
+        """Send a request; return a future resolved with the response PDU.
+
+        The future fails with RequestTimeout after ``timeout`` and ConnectionLost if the
+        connection goes away first.
+        """
+        if not self.is_open:
+            raise ConnectionLost("connection not open")
+        fut: asyncio.Future = self._loop.create_future()
+        data = self.session.send_request(pdu, fut, time.monotonic())
+        seq = pdu.sequence_number
+        self._timers[seq] = self._loop.call_later(
+            self.response_timeout if timeout is None else timeout, self._expire, seq
+        )
+        self._count("out", pdu)
+        self.transport.write(data)  # type: ignore[union-attr]
+        return fut
+
+    async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+        return await self.send_request_nowait(pdu, timeout)
+
+    def _expire(self, seq: int) -> None:
+        self._timers.pop(seq, None)
+        got = self.session.pop_pending(seq)
+        if got is None:
+            return
+        pdu, fut = got
+        if isinstance(fut, asyncio.Future) and not fut.done():
+            fut.set_exception(RequestTimeout(f"no response to {pdu.name} seq={seq}"))
+
+    # ------------------------------------------------------------------ keep-alive / close
+    async def _keep_alive(self) -> None:
+        try:
+            while self.is_open:
+                idle = time.monotonic() - self.last_rx
+                if idle < self.enquire_link_interval:
+                    await asyncio.sleep(self.enquire_link_interval - idle)
+                    continue
+                if not self.session.state.bound:
+                    # never bound within the interval: a dead or hostile peer
+                    if self.side == "client":
+                        log.info("client %s:%s did not bind in time; closing", self.peer_ip, self.peer_port)
+                        self.close()
+                        return
+                try:
+                    await self.request(Pdu(int(CommandId.ENQUIRE_LINK)))
+                except (RequestTimeout, ConnectionLost):
+                    log.warning(
+                        "%s %s:%s (%s) stopped answering enquire_link; closing",
+                        self.side, self.peer_ip, self.peer_port, self.system_id,
+                    )
+                    self.close()
+                    return
+                self.last_rx = time.monotonic()
+        except asyncio.CancelledError:
+            pass
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.session.close()
+
+    async def unbind(self, timeout: float = 5.0) -> None:
+        """Polite close: unbind, wait for unbind_resp (bounded), then close."""
+        if self.is_open and self.session.state.bound:
+            try:
+                await self.request(Pdu(int(CommandId.UNBIND)), timeout)
+            except (RequestTimeout, ConnectionLost):
+                pass
+        self.close()
+        try:
+            await asyncio.wait_for(self.closed.wait(), timeout)
+        except asyncio.TimeoutError:
+            if self.transport is not None:
+                self.transport.abort()
