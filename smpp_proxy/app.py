@@ -43,6 +43,8 @@ class ProxyApp:
         self._stop = asyncio.Event()
         self._purge_task: asyncio.Task | None = None
         self.handler = None  # the SubmitHandler (pass-through or filtering pipeline)
+        self.batcher = None  # classifier.batcher.DynamicBatcher when the classifier is enabled
+        self.pipeline = None  # FilteringHandler when the classifier is enabled
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -68,10 +70,54 @@ class ProxyApp:
         self._purge_task = asyncio.ensure_future(self._purge_loop())
 
     async def _make_handler(self):
-        assert self.forwarder is not None
-        return PassThroughHandler(self.forwarder)
+        assert self.forwarder is not None and self.store is not None and self.outbox is not None
+        ccfg = self.config.classifier
+        if not ccfg.enabled:
+            log.warning("classifier disabled: every message is forwarded unfiltered")
+            return PassThroughHandler(self.forwarder)
+        from classifier.batcher import BatcherConfig, DynamicBatcher
+        from classifier.runner import ModelRunner, RunnerConfig
+
+        from .pipeline import FilteringHandler
+
+        model_dir = Path(ccfg.model_dir)
+        if not model_dir.is_absolute() and not model_dir.exists():
+            # relative paths are tried against the working directory, then the repository
+            alt = Path(__file__).resolve().parent.parent / model_dir
+            model_dir = alt if alt.exists() else model_dir
+        rcfg = RunnerConfig(
+            model_dir=model_dir,
+            pth_path=Path(ccfg.pth_path) if ccfg.pth_path else None,
+            device=ccfg.device,
+            fp16=ccfg.fp16,
+            max_length=ccfg.max_length,
+            compile=ccfg.compile,
+            label_map=dict(ccfg.label_map),
+            num_threads=ccfg.num_threads,
+        )
+        log.info("loading classifier model from %s", model_dir)
+        # model loading is slow torch work: keep it off the event loop
+        runner = await asyncio.to_thread(ModelRunner, rcfg)
+        self.batcher = DynamicBatcher(
+            runner,
+            BatcherConfig(
+                max_batch_size=ccfg.max_batch_size,
+                max_batch_tokens=ccfg.max_batch_tokens,
+                max_queue=ccfg.max_queue,
+                max_wait_ms=ccfg.max_wait_ms,
+            ),
+            registry=self.registry,
+        )
+        await self.batcher.start()
+        self.pipeline = FilteringHandler(
+            self.config, self.forwarder, self.store, self.outbox, self.batcher, self.metrics
+        )
+        await self.pipeline.start()
+        return self.pipeline
 
     def readiness(self) -> tuple[bool, str]:
+        if self.config.classifier.enabled and (self.batcher is None or not self.batcher.running):
+            return False, "classifier not loaded"
         if self.pool is None or self.pool.bound_count() == 0:
             return False, "no upstream bound"
         return True, "ready"
@@ -101,6 +147,10 @@ class ProxyApp:
         if self.server:
             await self.server.stop_accepting()
             await self.server.drain(timeout=self.config.server.response_timeout_s)
+        if self.pipeline:
+            await self.pipeline.close()
+        if self.batcher:
+            await self.batcher.close()
         if self.outbox:
             await self.outbox.close()
         if self.pool:
@@ -130,6 +180,8 @@ class ProxyApp:
         self.clients.update(new)
         if self.relay:
             self.relay.update(new)
+        if self.pipeline:
+            self.pipeline.update(new)
         if self.server:
             self.server.config = new
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .policy import PolicyConfig, PolicyOverride
+
 
 class ConfigError(Exception):
     """The configuration is invalid. ``errors`` holds one ``"path: message"`` line per problem."""
@@ -55,6 +57,7 @@ class ClientConfig(_Model):
     window: int = Field(64, ge=1, description="unanswered submit_sm per bind")
     throughput: float = Field(0, ge=0, description="submit_sm/s shared by all binds; 0: unlimited")
     mo_prefixes: list[str] = Field(default_factory=list)
+    policy: PolicyOverride | None = Field(None, description="overrides of the global policy")
 
     @field_validator("allowed_ips")
     @classmethod
@@ -124,6 +127,34 @@ class DlrConfig(_Model):
     unmatched_mo_status: int = Field(0x0B, ge=0, le=0xFFFFFFFF)
 
 
+class ClassifierConfig(_Model):
+    enabled: bool = True
+    model_dir: str = "classifier/models/default"
+    pth_path: str | None = None
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$")
+    fp16: bool = True
+    max_length: int = Field(128, ge=8, le=512)
+    compile: bool = False
+    num_threads: int | None = Field(None, ge=1)
+    label_map: dict[str, Literal["ham", "spam", "phishing"]] = Field(default_factory=dict)
+    max_batch_size: int = Field(64, ge=1)
+    max_batch_tokens: int = Field(8192, ge=16)
+    max_queue: int = Field(2048, ge=1)
+    max_wait_ms: float = Field(0.0, ge=0)
+    timeout_ms: float = Field(1000.0, gt=0, description="deadline of one classification")
+
+
+class MultipartConfig(_Model):
+    timeout_s: PositiveFloat = 60.0
+    max_pending: int = Field(10000, ge=1, description="held parts, all clients together")
+
+
+class AuditConfig(_Model):
+    enabled: bool = False
+    path: str = "var/audit.jsonl"
+    text: Literal["full", "hash", "none"] = "hash"
+
+
 class MetricsConfig(_Model):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -137,6 +168,10 @@ class ProxyConfig(_Model):
     store: StoreConfig = StoreConfig()
     dlr: DlrConfig = DlrConfig()
     metrics: MetricsConfig = MetricsConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+    multipart: MultipartConfig = MultipartConfig()
+    policy: PolicyConfig = PolicyConfig()
+    audit: AuditConfig = AuditConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> ProxyConfig:
