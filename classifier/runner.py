@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 KNOWN_LABELS = ("ham", "spam", "phishing")
 
 _LFS_MAGIC = b"version https://git-lfs"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+)
 _HF_WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
@@ -147,6 +155,7 @@ class ModelRunner:
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or cfg.max_length
         self.max_length = min(cfg.max_length, int(limit))
+        self._check_vocab(config)
         self.pad_token_id = self._pad_id()
         self._backend = self._make_backend()
         self.model_labels, self.labels, self._projection = self._resolve_labels(config)
@@ -183,6 +192,10 @@ class ModelRunner:
         if not (d / "config.json").is_file():
             raise ModelLoadError(
                 f"{d / 'config.json'} is missing: {d} is not a Hugging Face model directory"
+            )
+        if not any((d / name).is_file() for name in _TOKENIZER_FILES):
+            raise ModelLoadError(
+                f"no tokenizer in {d}: expected one of {', '.join(_TOKENIZER_FILES)}"
             )
         pth = self.cfg.pth_path
         if pth is not None:
@@ -276,6 +289,22 @@ class ModelRunner:
                 f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
             )
         return model, attn
+
+    def _check_vocab(self, config: Any) -> None:
+        model_vocab = getattr(config, "vocab_size", None)
+        if not model_vocab:
+            return
+        tok_vocab = len(self.tokenizer)
+        if tok_vocab > model_vocab:
+            raise ModelLoadError(
+                f"the tokenizer in {self.cfg.model_dir} has {tok_vocab} tokens but the model "
+                f"only {model_vocab} embeddings: tokenizer and weights do not belong together"
+            )
+        if tok_vocab < model_vocab // 2:
+            raise ModelLoadError(
+                f"the tokenizer in {self.cfg.model_dir} has only {tok_vocab} tokens for a model "
+                f"of {model_vocab}: wrong or incomplete tokenizer files"
+            )
 
     def _pad_id(self) -> int:
         pad = getattr(self.tokenizer, "pad_token_id", None)
