@@ -65,11 +65,18 @@ class PipelineMetrics:
             "First part received to the verdict carried out (forwarded or blocked)",
             ["action"], buckets=LATENCY_BUCKETS, registry=r,
         )
-        self.multipart_pending = Gauge(
+        # the assembler reports through these three (see assembler._Metrics)
+        self.assembler_pending_messages = Gauge(
             "smsfw_multipart_pending_messages", "Multipart messages waiting for parts", registry=r
         )
-        self.multipart_parts = Gauge(
+        self.assembler_pending_parts = Gauge(
             "smsfw_multipart_pending_parts", "Parts held for incomplete messages", registry=r
+        )
+        self.assembler_events = Counter(
+            "smsfw_assembler_events_total",
+            "Assembler outcomes per submit (single, held, complete, duplicate, overflow, "
+            "expired, conflict, broken_udh)",
+            ["event"], registry=r,
         )
         self.multipart_timeouts = Counter(
             "smsfw_multipart_timeouts_total", "Multipart messages released incomplete", registry=r
@@ -139,13 +146,15 @@ class FilteringHandler:
         self.metrics = metrics
         self.pm = PipelineMetrics(metrics.registry)
         self.assembler = Assembler(
-            store, timeout_s=config.multipart.timeout_s, max_pending=config.multipart.max_pending
+            store,
+            timeout_s=config.multipart.timeout_s,
+            max_pending=config.multipart.max_pending,
+            metrics=self.pm,
         )
         self.policy = self._build_policy(config)
         self.audit = AuditLog(config.audit.path, config.audit.text) if config.audit.enabled else None
         self._expiry_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
-        self._first_seen: dict[str, float] = {}
 
     @staticmethod
     def _build_policy(config: ProxyConfig) -> PolicyEngine:
@@ -160,7 +169,6 @@ class FilteringHandler:
         n = await self.assembler.restore()
         if n:
             log.info("restored %d incomplete multipart messages from the store", n)
-        self._update_gauges()
         self._expiry_task = asyncio.ensure_future(self._expiry_loop())
 
     async def close(self) -> None:
@@ -171,24 +179,19 @@ class FilteringHandler:
         if self.audit:
             self.audit.close()
 
-    def _update_gauges(self) -> None:
-        self.pm.multipart_pending.set(self.assembler.pending_messages())
-        self.pm.multipart_parts.set(self.assembler.pending_parts())
-
     # ------------------------------------------------------------------ SubmitHandler
     async def handle_control(self, client: ClientConfig, conn: SmppConnection, pdu: Pdu) -> Pdu:
         return await self.forwarder.control(client, pdu)
 
     async def handle_submit(self, client: ClientConfig, conn: SmppConnection, pdu: Pdu) -> Pdu:
-        t0 = time.monotonic()
         proxy_id = self.forwarder.ids.next()
-        res = await self.assembler.add(client.system_id, pdu, proxy_id)
-        self._update_gauges()
+        try:
+            res = await self.assembler.add(client.system_id, pdu, proxy_id)
+        except Exception:
+            log.exception("assembler failed; answering with a temporary error")
+            return pdu.response(Status.RSYSERR)
         if res.kind == "held":
-            key = res.message.key if res.message else None
-            if key is not None:
-                self._first_seen.setdefault(key, t0)
-            return pdu.response(Status.ROK, message_id=proxy_id)
+            return pdu.response(Status.ROK, message_id=res.proxy_id or proxy_id)
         if res.kind == "duplicate":
             return pdu.response(Status.ROK, message_id=res.proxy_id or proxy_id)
         if res.kind == "overflow":
@@ -196,8 +199,7 @@ class FilteringHandler:
             return pdu.response(Status.RMSGQFUL)
         msg = res.message
         assert msg is not None
-        start = self._first_seen.pop(msg.key, t0) if msg.key else t0
-        out = await self._process(client, msg, completing_proxy_id=proxy_id, started=start)
+        out = await self._process(client, msg, completing_proxy_id=res.proxy_id or proxy_id)
         if out.status != Status.ROK:
             return pdu.response(out.status)
         return self.forwarder._client_resp(pdu, int(Status.ROK), out.proxy_id, out.resp)
@@ -230,7 +232,6 @@ class FilteringHandler:
         client: ClientConfig,
         msg: AssembledMessage,
         completing_proxy_id: str | None,
-        started: float,
     ) -> _Outcome:
         """Classify, decide and carry out; return what the completing part is answered."""
         policy = self.policy.for_client(client.system_id)
@@ -247,11 +248,12 @@ class FilteringHandler:
             out = await self._reject(client, msg, completing_proxy_id, verdict)
         else:
             out = await self._drop(client, msg, completing_proxy_id, verdict)
-        self.pm.e2e_latency.labels(verdict.enforced).observe(time.monotonic() - started)
+        started = msg.first_received_at or time.time()
+        self.pm.e2e_latency.labels(verdict.enforced).observe(max(0.0, time.time() - started))
         return out
 
     def _parts(self, msg: AssembledMessage) -> list[tuple[Pdu, str]]:
-        return [(pdu, part.proxy_id) for pdu, part in zip(msg.pdus, msg.parts)]
+        return [(pdu, part.proxy_id) for pdu, part in zip(msg.pdus, msg.parts, strict=True)]
 
     async def _forward(
         self, client: ClientConfig, msg: AssembledMessage, completing: str | None
@@ -342,13 +344,9 @@ class FilteringHandler:
                 if client is None:
                     log.error("expired parts of unknown client %s; forwarding", msg.client_id)
                     client = ClientConfig(system_id=msg.client_id, password="")
-                task = asyncio.ensure_future(
-                    self._process(client, msg, None, self._first_seen.pop(msg.key or "", time.monotonic()))
-                )
+                task = asyncio.ensure_future(self._process(client, msg, None))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            if expired:
-                self._update_gauges()
 
     def _client(self, client_id: str) -> ClientConfig | None:
         return self.config.client(client_id)

@@ -33,7 +33,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .constants import ESM_UDHI, CommandId, Status, Tag

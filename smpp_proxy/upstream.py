@@ -21,7 +21,7 @@ from .config import UpstreamConfig
 from .constants import CommandId, Status
 from .metrics import ProxyMetrics
 from .pdu import Pdu
-from .session import BindState, Role, SmppSession
+from .session import Role, SmppSession
 from .transport import ConnectionLost, RequestTimeout, SmppConnection
 
 log = logging.getLogger(__name__)
