@@ -118,7 +118,7 @@ class SmppConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close()
-        for seq, timer in self._timers.items():
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
         for _pdu, fut in self.session.drain_pending():
