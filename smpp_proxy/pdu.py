@@ -48,6 +48,7 @@ __all__ = [
     "PduError",
     "Tlv",
     "decode_pdu",
+    "default_params",
     "field_names",
     "HEADER_SIZE",
 ]
@@ -379,13 +380,13 @@ class Pdu:
     # -- copy / response ----------------------------------------------------------------------
     def copy(self) -> Pdu:
         """An independent copy: params, list-valued params (dicts inside) and TLVs are copied."""
-        params = {}
-        for k, v in self.params.items():
-            if isinstance(v, list):
-                v = [dict(x) if isinstance(x, dict) else x for x in v]
-            elif isinstance(v, (dict, bytearray)):
-                v = v.copy()
-            params[k] = v
+        params = self.params.copy()
+        for k, v in params.items():
+            t = type(v)
+            if t is list:
+                params[k] = [x.copy() if type(x) is dict else x for x in v]
+            elif t is dict or t is bytearray:
+                params[k] = v.copy()
         return Pdu(
             self.command_id,
             self.command_status,

@@ -91,6 +91,13 @@ _DECODE_TABLE = {i: GSM7_BASIC[i] for i in range(128)}
 _DECODE_TABLE.update({i: REPLACEMENT for i in range(128, 256)})
 
 
+# extension code (after an escape) -> character: the extension table, else the default table's
+# character for that code, else (escape, octets >= 0x80) a space.
+_ESCAPED = tuple(
+    GSM7_EXTENSION.get(i, GSM7_BASIC[i] if i < 128 and i != ESC else " ") for i in range(256)
+)
+
+
 class _EncodeMap(dict):
     """str.translate mapping that rejects characters outside the GSM 7-bit alphabet."""
 
@@ -134,28 +141,31 @@ def gsm7_decode(data: bytes) -> str:
     default table for that code (3GPP TS 23.038 6.2.1.1); an escape followed by another escape,
     or at the very end, gives a space. Octets >= 0x80 (not septets) give U+FFFD.
     """
-    s = bytes(data).decode("latin-1").translate(_DECODE_TABLE)
-    if "\xa0" not in s:  # the escape septet 0x1B was translated to the NBSP placeholder
-        return s
-    out: list[str] = []
     raw = bytes(data)
+    s = raw.decode("latin-1")
+    if "\x1b" not in s:
+        return s.translate(_DECODE_TABLE)
+    if "\x1b\x1b" not in s and s[-1] != "\x1b":
+        # every escape is followed by one extension code
+        parts = s.split("\x1b")
+        out = [parts[0].translate(_DECODE_TABLE)]
+        for part in parts[1:]:
+            out.append(_ESCAPED[ord(part[0])])
+            out.append(part[1:].translate(_DECODE_TABLE))
+        return "".join(out)
+    out = []
     i = 0
     n = len(raw)
     while i < n:
         b = raw[i]
         i += 1
         if b != ESC:
-            out.append(s[i - 1])
-            continue
-        if i >= n:
+            out.append(_DECODE_TABLE[b])
+        elif i >= n:
             out.append(" ")
-            break
-        nxt = raw[i]
-        i += 1
-        ch = GSM7_EXTENSION.get(nxt)
-        if ch is None:
-            ch = " " if nxt == ESC or nxt >= 0x80 else GSM7_BASIC[nxt]
-        out.append(ch)
+        else:
+            out.append(_ESCAPED[raw[i]])
+            i += 1
     return "".join(out)
 
 
