@@ -196,7 +196,7 @@ class SmppSession:
             frames = self._framer.feed(data)
         except FramingError as exc:
             # Everything framed before the bad header is still handled, then we give up.
-            frames = getattr(exc, "frames", []) or []
+            frames = exc.pdus or []
             for frame in frames:
                 events.extend(self._handle_frame(frame))
             nack = Pdu(GENERIC_NACK, int(Status.RINVCMDLEN), exc.sequence_number or 0)
@@ -232,7 +232,8 @@ class SmppSession:
         if exc.status == Status.RINVCMDID:
             reply = Pdu(GENERIC_NACK, int(Status.RINVCMDID), seq)
         else:
-            reply = Pdu(cid | RESP_BIT, int(exc.status), seq)
+            # built through response() so each command gets the body the spec gives it
+            reply = Pdu(cid, 0, seq).response(int(exc.status))
         return ProtocolError(f"malformed {cid:#010x}: {exc}", reply, command_id=cid)
 
     def _response(self, pdu: Pdu) -> Event:
