@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import signal
+import struct
 import sys
 import time
 from collections import Counter, deque
@@ -254,6 +255,118 @@ class CoalescingConnection(SmppConnection):
     def can_write(self) -> bool:
         return self._can_write.is_set()
 
+    def send_request_untimed(self, pdu: Pdu) -> asyncio.Future:
+        """``send_request_nowait`` without its per-request timer (a libuv timer each under
+        uvloop): whoever uses it calls :meth:`expire_pending` periodically instead."""
+        if not self.is_open:
+            raise ConnectionLost("connection not open")
+        fut: asyncio.Future = self._loop.create_future()
+        self.transport.write(self.session.send_request(pdu, fut, time.monotonic()))  # type: ignore[union-attr]
+        return fut
+
+    def expire_pending(self, timeout: float) -> int:
+        """Fail (RequestTimeout) the untimed requests older than ``timeout`` seconds."""
+        n = 0
+        for seq in self.session.expired(time.monotonic() - timeout):
+            if seq in self._timers:  # sent with send_request_nowait: its own timer handles it
+                continue
+            got = self.session.pop_pending(seq)
+            if got is None:
+                continue
+            pdu, fut = got
+            if isinstance(fut, asyncio.Future) and not fut.done():
+                fut.set_exception(RequestTimeout(f"no response to {pdu.name} seq={seq}"))
+                n += 1
+        return n
+
+
+# ---------------------------------------------------------------------------- receipts
+
+_HEADER = struct.Struct(">IIII")
+_TLV_HEAD = struct.Struct(">HH")
+
+
+@dataclass(slots=True)
+class PreEncodedPdu(Pdu):
+    """A request whose body is already encoded: ``encode()`` only packs the 16-byte header
+    (the session still assigns and tracks its sequence number). ``params`` stays empty."""
+
+    body: bytes = b""
+
+    def encode(self) -> bytes:
+        return _HEADER.pack(
+            16 + len(self.body), self.command_id, self.command_status, self.sequence_number
+        ) + self.body
+
+
+class ReceiptEncoder:
+    """Receipt deliver_sm bodies, fast: same content as ``dlr.build_receipt``.
+
+    The mandatory fields up to ``sm_length`` are encoded once per address pair by the generic
+    codec (``build_receipt(...).encode()``) and cached; per receipt only the Appendix B text and
+    the two TLVs are appended. Date strings are formatted once a minute.
+    """
+
+    def __init__(self, max_cached: int = 4096):
+        self._prefixes: dict[tuple, bytes] = {}
+        self._max_cached = max_cached
+        self._dates: dict[int, str] = {}
+
+    def _date_of(self, t: float) -> str:
+        m = int(t // 60)
+        s = self._dates.get(m)
+        if s is None:
+            if len(self._dates) > 8:
+                self._dates.clear()
+            s = self._dates[m] = time.strftime("%y%m%d%H%M", time.localtime(t))
+        return s
+
+    def _prefix(self, src: str, s_ton: int, s_npi: int, dst: str, d_ton: int, d_npi: int) -> bytes:
+        key = (src, s_ton, s_npi, dst, d_ton, d_npi)
+        p = self._prefixes.get(key)
+        if p is None:
+            pdu = build_receipt(
+                message_id="", source_addr=src, source_addr_ton=s_ton, source_addr_npi=s_npi,
+                destination_addr=dst, dest_addr_ton=d_ton, dest_addr_npi=d_npi,
+                stat="DELIVRD", err=0, submitted_at=0.0, done_at=0.0,
+            )
+            pdu.params["short_message"] = b""
+            pdu.tlvs = []
+            p = pdu.encode()[16:-1]  # without the header and sm_length (0)
+            if len(self._prefixes) >= self._max_cached:
+                self._prefixes.clear()
+            self._prefixes[key] = p
+        return p
+
+    def build(self, submit: Pdu, text_id: str, tlv_id: str | None, stat: str,
+              err: int | str, submitted_at: float, done_at: float | None = None) -> PreEncodedPdu:
+        p = submit.params
+        dst = p.get("destination_addr", "")
+        d_ton, d_npi = p.get("dest_addr_ton", 0), p.get("dest_addr_npi", 0)
+        if submit.command_id == _SUBMIT_MULTI:
+            first = (p.get("dest_address") or [{}])[0]
+            dst = first.get("destination_addr", first.get("dl_name", ""))
+            d_ton, d_npi = first.get("dest_addr_ton", 0), first.get("dest_addr_npi", 0)
+        prefix = self._prefix(
+            p.get("source_addr", ""), p.get("source_addr_ton", 0), p.get("source_addr_npi", 0),
+            dst[:20], d_ton, d_npi,
+        )
+        done = time.time() if done_at is None else done_at
+        text = (
+            f"id:{text_id} sub:001 dlvrd:{'001' if stat == 'DELIVRD' else '000'} "
+            f"submit date:{self._date_of(submitted_at)} done date:{self._date_of(done)} "
+            f"stat:{stat} err:{str(err)[:3]:0>3} text:"
+        ).encode("latin-1") + _receipt_text(submit)
+        text = text[:254]
+        parts = [prefix, bytes((len(text),)), text]
+        if tlv_id is not None:
+            v = tlv_id.encode("latin-1") + b"\x00"
+            parts.append(_TLV_HEAD.pack(int(Tag.RECEIPTED_MESSAGE_ID), len(v)))
+            parts.append(v)
+        parts.append(_TLV_HEAD.pack(int(Tag.MESSAGE_STATE), 1))
+        parts.append(bytes((STATE_CODES.get(stat, 7),)))
+        return PreEncodedPdu(_DELIVER_SM, body=b"".join(parts))
+
 
 # ---------------------------------------------------------------------------- simulator
 
@@ -289,9 +402,11 @@ class Simulator:
         self._heap_seq = itertools.count()
         self._parked: dict[str, deque[_Receipt]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future]] = []
         self._tasks: set[asyncio.Task] = set()
+        self._receipts = ReceiptEncoder()
         self._stopping = False
         self.port = cfg.port
 
@@ -321,9 +436,10 @@ class Simulator:
         self._stopping = True
         if self._server is not None:
             self._server.close()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for h in (self._timer, self._sweeper):
+            if h is not None:
+                h.cancel()
+        self._timer = self._sweeper = None
         self._heap.clear()
         self._parked.clear()
         for t in list(self._tasks):
@@ -633,40 +749,19 @@ class Simulator:
 
     def _build_receipt(self, job: _Receipt) -> Pdu:
         cfg = self.config
-        sub = job.submit
-        p = sub.params
         text_id = job.message_id if cfg.receipt_id_in_text == "same" else (
             ID_FORMATS[cfg.receipt_id_in_text](job.number)
         )
-        stat = cfg.receipt_stat
-        dest = p.get("destination_addr", "")
-        if sub.command_id == _SUBMIT_MULTI:
-            dests = p.get("dest_address") or [{}]
-            dest = dests[0].get("destination_addr", dests[0].get("dl_name", ""))
-        pdu = build_receipt(
-            message_id=text_id,
-            source_addr=p.get("source_addr", ""),
-            source_addr_ton=p.get("source_addr_ton", 0),
-            source_addr_npi=p.get("source_addr_npi", 0),
-            destination_addr=dest[:20],
-            dest_addr_ton=p.get("dest_addr_ton", 0),
-            dest_addr_npi=p.get("dest_addr_npi", 0),
-            stat=stat,
-            err=cfg.receipt_err,
-            submitted_at=job.submitted_at,
-            text=_receipt_text(sub),
+        return self._receipts.build(
+            job.submit, text_id, job.message_id if cfg.receipt_tlv else None,
+            cfg.receipt_stat, cfg.receipt_err, job.submitted_at,
         )
-        if cfg.receipt_tlv:
-            pdu.set_tlv(Tag.RECEIPTED_MESSAGE_ID, job.message_id.encode("latin-1") + b"\x00")
-        else:
-            pdu.remove_tlv(Tag.RECEIPTED_MESSAGE_ID)
-        return pdu
 
     def _send_receipt(self, conn: CoalescingConnection, job: _Receipt) -> None:
         job.attempts += 1
         try:
             pdu = self._build_receipt(job)
-            fut = conn.send_request_nowait(pdu, self.config.response_timeout_s)
+            fut = conn.send_request_untimed(pdu)
         except ConnectionLost:
             self._receipt_failed(job)
             return
@@ -676,6 +771,20 @@ class Simulator:
             return
         self.stats.receipts_sent += 1
         fut.add_done_callback(functools.partial(self._receipt_done, job, conn.system_id))
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(1.0, self._sweep)  # type: ignore[union-attr]
+
+    def _sweep(self) -> None:
+        """Once a second while deliver_sm are unanswered: time out the overdue ones."""
+        self._sweeper = None
+        timeout = self.config.response_timeout_s
+        busy = False
+        for conn in list(self.connections):
+            if conn.session.pending_count():
+                conn.expire_pending(timeout)
+                busy = busy or conn.session.pending_count() > 0
+        if busy and not self._stopping:
+            self._sweeper = self._loop.call_later(1.0, self._sweep)  # type: ignore[union-attr]
 
     def _receipt_done(self, job: _Receipt, system_id: str, fut: asyncio.Future) -> None:
         status: int | None
