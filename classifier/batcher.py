@@ -79,11 +79,21 @@ class BatcherConfig:
 
 
 class _Request:
-    __slots__ = ("text", "future", "deadline", "seq", "enqueued", "ids", "length", "counted",
-                 "running")
+    __slots__ = (
+        "text",
+        "future",
+        "deadline",
+        "seq",
+        "enqueued",
+        "ids",
+        "length",
+        "counted",
+        "running",
+    )
 
-    def __init__(self, text: str, future: asyncio.Future, deadline: float | None, seq: int,
-                 enqueued: float) -> None:
+    def __init__(
+        self, text: str, future: asyncio.Future, deadline: float | None, seq: int, enqueued: float
+    ) -> None:
         self.text = text
         self.future = future
         self.deadline = deadline
@@ -366,7 +376,7 @@ class DynamicBatcher:
                     encoded.append(exc)
         self.metrics.tokenize_seconds.observe(time.perf_counter() - t0)
         failed = []
-        for r, ids in zip(live, encoded):
+        for r, ids in zip(live, encoded, strict=True):
             if isinstance(ids, BaseException) or not ids:
                 err = ClassifierError(f"cannot tokenize the text: {ids!r}")
                 if isinstance(ids, BaseException):
@@ -470,7 +480,7 @@ class DynamicBatcher:
             self._post(items)
             return
         mt.inference_seconds.observe(time.perf_counter() - t0)
-        self._post(list(zip(batch, preds)))
+        self._post(list(zip(batch, preds, strict=True)))
 
 
 def _set_future(fut: asyncio.Future, exc: BaseException | None) -> None:

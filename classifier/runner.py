@@ -140,14 +140,38 @@ class ModelRunner:
     def __init__(self, cfg: RunnerConfig) -> None:
         self.cfg = cfg
         self._validate_files()
+        self._pre_setup()
+        tokenizer = self._load_tokenizer()
+        model, attn = self._load_model()
+        self._setup(model, tokenizer, attn)
+
+    @classmethod
+    def from_model(
+        cls, model: torch.nn.Module, tokenizer: Any, cfg: RunnerConfig | None = None
+    ) -> ModelRunner:
+        """Wrap an already built model + tokenizer (benchmarks, tests, conversion tools).
+
+        ``cfg.model_dir`` / ``pth_path`` are ignored; device, precision, max_length,
+        label_map, compile and num_threads apply as usual.
+        """
+        self = cls.__new__(cls)
+        self.cfg = cfg or RunnerConfig(model_dir=Path("<in-memory>"))
+        self._pre_setup()
+        attn = getattr(model.config, "_attn_implementation", None) or "eager"
+        self._setup(model, tokenizer, attn)
+        return self
+
+    def _pre_setup(self) -> None:
+        cfg = self.cfg
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
-        self.dtype = (
-            torch.float16 if (cfg.fp16 and self.device.type == "cuda") else torch.float32
-        )
-        self.tokenizer = self._load_tokenizer()
-        self.model, self.attn_implementation = self._load_model()
+        self.dtype = torch.float16 if (cfg.fp16 and self.device.type == "cuda") else torch.float32
+
+    def _setup(self, model: torch.nn.Module, tokenizer: Any, attn: str) -> None:
+        cfg = self.cfg
+        self.tokenizer = tokenizer
+        self.model, self.attn_implementation = model, attn
         self.model.to(device=self.device, dtype=self.dtype)
         self.model.eval()
         self.model.requires_grad_(False)
@@ -263,7 +287,9 @@ class ModelRunner:
         try:
             config = AutoConfig.from_pretrained(str(self.cfg.model_dir), local_files_only=True)
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot read {self.cfg.model_dir / 'config.json'}: {exc}") from exc
+            raise ModelLoadError(
+                f"cannot read {self.cfg.model_dir / 'config.json'}: {exc}"
+            ) from exc
         head = state.get("classifier.weight")
         if head is not None and head.ndim == 2 and head.shape[0] != config.num_labels:
             # e.g. a bert-base config with the default 2 labels under a 3-class state_dict
@@ -344,8 +370,11 @@ class ModelRunner:
         n = int(getattr(config, "num_labels", len(id2label)) or len(id2label))
         model_labels = tuple(str(id2label.get(i, f"LABEL_{i}")) for i in range(n))
         mapped = [self.cfg.label_map.get(lbl, lbl) for lbl in model_labels]
-        unknown = [f"{a!r}->{b!r}" if a != b else repr(a) for a, b in zip(model_labels, mapped)
-                   if b not in KNOWN_LABELS]
+        unknown = [
+            f"{a!r}->{b!r}" if a != b else repr(a)
+            for a, b in zip(model_labels, mapped, strict=True)
+            if b not in KNOWN_LABELS
+        ]
         if unknown:
             raise ModelLoadError(
                 f"model labels {', '.join(unknown)} are not among {KNOWN_LABELS}: set "
@@ -426,7 +455,7 @@ class ModelRunner:
         out = []
         for row in probs.tolist():
             best = max(idx, key=row.__getitem__)
-            out.append(Prediction(labels[best], dict(zip(labels, row))))
+            out.append(Prediction(labels[best], dict(zip(labels, row, strict=True))))
         return out
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
@@ -461,13 +490,17 @@ def _extract_state_dict(obj: Any, pth: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model_state_dict", "model"):
             inner = obj.get(key)
-            if isinstance(inner, Mapping) and inner and all(
-                isinstance(v, torch.Tensor) for v in inner.values()
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
             ):
                 obj = inner
                 break
-    if not isinstance(obj, Mapping) or not obj or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    if (
+        not isinstance(obj, Mapping)
+        or not obj
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     ):
         raise ModelLoadError(
             f"{pth} does not hold a state_dict (a mapping of parameter names to tensors); "
@@ -475,7 +508,7 @@ def _extract_state_dict(obj: Any, pth: Path) -> dict[str, torch.Tensor]:
         )
     state = dict(obj)
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state
 
 

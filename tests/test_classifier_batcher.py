@@ -44,7 +44,7 @@ class RecordingRunner(ModelRunner):
     def tokenize(self, texts):
         self.tokenize_calls += 1
         out = super().tokenize(texts)
-        for text, ids in zip(texts, out):
+        for text, ids in zip(texts, out, strict=True):
             self.ids_to_text[tuple(ids)] = text
         return out
 
@@ -134,7 +134,7 @@ async def test_concurrent_requests_coalesce_and_match_unbatched(runner: Recordin
     assert _metric(b, "smsfw_classifier_requests_total", outcome="ok") == 64
     # results do not depend on the batch a text landed in
     alone = [ModelRunner.predict(runner, [t])[0] for t in texts[:8]]
-    for got, want in zip(preds, alone):
+    for got, want in zip(preds[:8], alone, strict=True):
         assert isinstance(got, Prediction) and got.label == want.label
         for k in want.probs:
             assert abs(got.probs[k] - want.probs[k]) < 1e-4
@@ -143,7 +143,7 @@ async def test_concurrent_requests_coalesce_and_match_unbatched(runner: Recordin
 async def test_batch_size_and_token_budget_hold(runner: RecordingRunner) -> None:
     short = [f"ok {i}" for i in range(40)]
     long = [f"{SAMPLE_TEXTS[2]} {SAMPLE_TEXTS[15]} {i}" for i in range(40)]
-    mixed = [t for pair in zip(short, long) for t in pair]
+    mixed = [t for pair in zip(short, long, strict=True) for t in pair]
     lengths = runner.token_lengths(mixed)
     budget = 4 * max(lengths)  # at most 4 long ones, more short ones
     b = await _batcher(runner, max_batch_size=8, max_batch_tokens=budget)
