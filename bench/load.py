@@ -89,6 +89,8 @@ class Result:
     server_name: str = ""
     server_cpu: float | None = None  # CPU seconds the simulator / proxy process used
     client_cpu: float | None = None  # ours (in-process client only)
+    other_name: str = ""
+    other_cpu: float | None = None  # the simulator's, during the proxy phase
 
     @property
     def elapsed(self) -> float:
@@ -153,6 +155,11 @@ def report(r: Result) -> str:
             + (" (receipts included)" if r.receipts else "")
             + f" -> ~{1 / per:,.0f} submit/s per core"
             + (f"; client CPU {r.client_cpu:.2f} s" if r.client_cpu and args_procs_is_one(r) else "")
+        )
+    if r.other_cpu is not None:
+        lines.append(
+            f"[{r.label}]   {r.other_name} CPU meanwhile: {r.other_cpu:.2f} s "
+            f"= {r.other_cpu / r.answered * 1e6:.0f} us/submit"
         )
     if r.receipts or r.receipt_latencies or r.receipts_unmatched:
         rl = percentiles(r.receipt_latencies)
@@ -636,16 +643,21 @@ def cpu_seconds(pid: int | None) -> float | None:
 
 
 def measure(args: argparse.Namespace, label: str, host: str, port: int,
-            server_pid: int | None, server_name: str) -> Result:
-    """run_phase, plus the CPU time the server process (simulator / proxy) spent on it."""
-    c0 = cpu_seconds(server_pid)
+            server_pid: int | None, server_name: str, other_pid: int | None = None,
+            other_name: str = "") -> Result:
+    """run_phase, plus the CPU time the server process (simulator / proxy) spent on it, and
+    that of ``other_pid`` (the simulator behind the proxy)."""
+    c0, o0 = cpu_seconds(server_pid), cpu_seconds(other_pid)
     me0 = time.process_time()
     r = run_phase(args, label, host, port, args.system_id, args.password)
-    c1 = cpu_seconds(server_pid)
+    c1, o1 = cpu_seconds(server_pid), cpu_seconds(other_pid)
     r.client_cpu = time.process_time() - me0
     if c0 is not None and c1 is not None and r.answered:
         r.server_cpu = c1 - c0
         r.server_name = server_name
+    if o0 is not None and o1 is not None and r.answered:
+        r.other_cpu = o1 - o0
+        r.other_name = other_name
     return r
 
 
@@ -708,7 +720,7 @@ store:
   url: sqlite:///{db}
 metrics:
   enabled: false
-"""
+{classifier}"""
 
 
 def proxy_available() -> tuple[bool, str]:
@@ -726,7 +738,19 @@ def proxy_available() -> tuple[bool, str]:
 def start_proxy(args: argparse.Namespace, workdir: Path, sim_port: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     cfg = workdir / "proxy.yaml"
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_absolute():
+        model_dir = REPO / model_dir
+    use_classifier = args.classifier == "on" or (args.classifier == "auto" and model_dir.exists())
+    if use_classifier:
+        classifier = (f"classifier:\n  enabled: true\n  model_dir: {model_dir}\n"
+                      f"  device: {args.classifier_device}\n")
+    else:
+        classifier = "classifier:\n  enabled: false\n"
+    print(f"proxy classifier: {'on (' + str(model_dir) + ')' if use_classifier else 'off'}",
+          flush=True)
     cfg.write_text(PROXY_YAML.format(
+        classifier=classifier,
         proxy_port=port, sim_port=sim_port, system_id=args.system_id, password=args.password,
         max_binds=max(args.binds, 1), client_window=max(args.window, 1),
         upstream_binds=args.upstream_binds, upstream_window=args.upstream_window,
@@ -813,6 +837,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-port", type=int, default=None)
     p.add_argument("--upstream-binds", type=int, default=2, help="proxy -> simulator binds")
     p.add_argument("--upstream-window", type=int, default=256, help="proxy -> simulator window")
+    p.add_argument("--classifier", choices=["auto", "on", "off"], default="auto",
+                   help="proxy classifier: auto = on when --model-dir exists (default)")
+    p.add_argument("--model-dir", default="classifier/models/default")
+    p.add_argument("--classifier-device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--proxy-config-extra", default=None, help="YAML appended to the generated proxy config")
     p.add_argument("--proxy-log-level", default="warning")
     p.add_argument("--wait-proxy", type=float, default=0.0,
@@ -876,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
                 wait_proxy_ready(proxy, p_port, args, workdir)
                 print(f"proxy pid {proxy.pid} on 127.0.0.1:{p_port} (config {workdir / 'proxy.yaml'})",
                       flush=True)
-            through = measure(args, "proxy", p_host, p_port, proxy.pid if proxy else None, "proxy")
+            through = measure(args, "proxy", p_host, p_port, proxy.pid if proxy else None, "proxy",
+                              sim.pid if sim else None, "simulator")
             results.append(through)
             print(report(through), flush=True)
     finally:
