@@ -151,7 +151,9 @@ class SmppConnection(asyncio.Protocol):
             self.metrics.pdu(self.side, direction, command_name(pdu.command_id), pdu.command_status)
 
     def respond(self, pdu: Pdu) -> None:
-        if not self.is_open:
+        # Not is_open: the last words to a peer whose framing broke (generic_nack 0x02) are
+        # still written while the session is already closed; transport.close() flushes them.
+        if self.transport is None or self.transport.is_closing():
             return
         data = self.session.send_response(pdu)
         self._count("out", pdu)
