@@ -282,6 +282,8 @@ class CoalescingConnection(SmppConnection):
 
 # ---------------------------------------------------------------------------- receipts
 
+_TICK = 0.005  # receipts due within this much of each other leave in the same timer tick
+
 _HEADER = struct.Struct(">IIII")
 _TLV_HEAD = struct.Struct(">HH")
 
@@ -389,6 +391,7 @@ class Simulator:
         self.records: deque[SubmitRecord] | list[SubmitRecord] = (
             [] if cfg.keep_received is None else deque(maxlen=cfg.keep_received)
         )
+        self._keep_records = cfg.keep_received != 0
         # (kind "receipt" | "mo", message id or "", command_status or None if no response)
         self.deliver_responses: deque[tuple[str, str, int | None]] = deque(maxlen=100_000)
         self.deliver_statuses: Counter[int] = Counter()
@@ -415,21 +418,22 @@ class Simulator:
         self._loop = asyncio.get_running_loop()
         self._stopping = False
         cfg = self.config
-
-        def factory() -> CoalescingConnection:
-            session = SmppSession(
-                Role.SMSC, max_pdu_size=cfg.max_pdu_size, inbound_window=cfg.window
-            )
-            return CoalescingConnection(
-                session, self, None, "client",
-                enquire_link_interval=cfg.enquire_link_interval_s,
-                response_timeout=cfg.response_timeout_s,
-            )
-
-        self._server = await self._loop.create_server(factory, cfg.host, cfg.port, backlog=512)
+        self._server = await self._loop.create_server(
+            self.make_connection, cfg.host, cfg.port, backlog=512
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("SMSC simulator listening on %s:%d", cfg.host, self.port)
         return self
+
+    def make_connection(self) -> CoalescingConnection:
+        """The protocol factory of the server (one SmppSession(Role.SMSC) per connection)."""
+        cfg = self.config
+        session = SmppSession(Role.SMSC, max_pdu_size=cfg.max_pdu_size, inbound_window=cfg.window)
+        return CoalescingConnection(
+            session, self, None, "client",
+            enquire_link_interval=cfg.enquire_link_interval_s,
+            response_timeout=cfg.response_timeout_s,
+        )
 
     async def stop(self, unbind_timeout: float = 2.0) -> None:
         """Stop accepting, unbind every bound session (bounded wait), close the rest."""
@@ -652,13 +656,15 @@ class Simulator:
             n = self._next_number
             self._next_number = n + 1
             message_id = ID_FORMATS[cfg.id_format](n)
-            if pdu.command_id == _SUBMIT_MULTI:
-                conn.respond(pdu.response(0, message_id=message_id, unsuccess_sme=[]))
-            else:
-                conn.respond(pdu.response(0, message_id=message_id))
+            # the body of submit_sm_resp / data_sm_resp is message_id alone (submit_multi_resp:
+            # plus no_unsuccess = 0): cheaper than Pdu.response().encode() on the hot path
+            cid = pdu.command_id
+            body = message_id.encode("latin-1") + (b"\x00\x00" if cid == _SUBMIT_MULTI else b"\x00")
+            conn.respond(PreEncodedPdu(cid | 0x80000000, 0, pdu.sequence_number, body=body))
             if pdu.params.get("registered_delivery", 0) & 0x03:
                 self._schedule_receipt(conn.system_id, message_id, n, pdu)
-        self.records.append(SubmitRecord(pdu, conn.system_id, message_id, status, time.time()))
+        if self._keep_records:
+            self.records.append(SubmitRecord(pdu, conn.system_id, message_id, status, time.time()))
         if cfg.disconnect_after and conn.submit_count >= cfg.disconnect_after:
             log.info("disconnect_after=%d: dropping %s:%s", cfg.disconnect_after, conn.peer_ip, conn.peer_port)
             conn.close()
@@ -679,8 +685,8 @@ class Simulator:
         if self._stopping:
             return
         heapq.heappush(self._heap, (due, next(self._heap_seq), job))
-        timer = self._timer
-        if timer is None or due < self._timer_at - 0.001:
+        # re-arm only for a job due well before the armed tick (ticks batch 5 ms anyway)
+        if self._timer is None or due + _TICK < self._timer_at:
             self._arm(due)
 
     def _arm(self, due: float) -> None:
@@ -689,7 +695,7 @@ class Simulator:
         loop = self._loop
         assert loop is not None
         # batch: never more than ~200 ticks a second
-        due = max(due, loop.time() + 0.005)
+        due = max(due, loop.time() + _TICK)
         self._timer_at = due
         self._timer = loop.call_at(due, self._tick)
 
