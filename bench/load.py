@@ -453,8 +453,8 @@ async def run_aiosmpplib(spec: Spec, label: str, go: Any = None) -> Result:
 
         async def dequeue(self) -> Any:
             await self.slots.acquire()
-            while state["to_send"] <= 0:
-                await asyncio.sleep(3600)
+            if state["to_send"] <= 0:  # all sent: park this sender until the ESME stops
+                await asyncio.Event().wait()
             state["to_send"] -= 1
             n = state["n"]
             state["n"] = n + 1
@@ -651,7 +651,7 @@ def measure(args: argparse.Namespace, label: str, host: str, port: int,
     me0 = time.process_time()
     r = run_phase(args, label, host, port, args.system_id, args.password)
     c1, o1 = cpu_seconds(server_pid), cpu_seconds(other_pid)
-    r.client_cpu = time.process_time() - me0
+    r.client_cpu = time.process_time() - me0 if max(1, min(args.procs, args.binds)) == 1 else None
     if c0 is not None and c1 is not None and r.answered:
         r.server_cpu = c1 - c0
         r.server_name = server_name

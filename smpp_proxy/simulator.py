@@ -993,8 +993,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-async def _serve(args: argparse.Namespace, cfg: SimulatorConfig) -> int:
-    sim = Simulator(cfg)
+async def _serve(args: argparse.Namespace, cfg: SimulatorConfig, holder: dict) -> int:
+    sim = holder["sim"] = Simulator(cfg)
     await sim.start()
     print(f"LISTENING {cfg.host} {sim.port}", flush=True)
     loop = asyncio.get_running_loop()
@@ -1031,9 +1031,6 @@ async def _serve(args: argparse.Namespace, cfg: SimulatorConfig) -> int:
     if reporter is not None:
         reporter.cancel()
     await sim.stop()
-    if args.stats_json:
-        with open(args.stats_json, "w", encoding="utf-8") as fh:
-            json.dump(sim.stats.as_dict(), fh)
     log.info("stopped: %s", sim.stats.as_dict())
     return 0
 
@@ -1050,11 +1047,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"simulate-smsc: {exc}", file=sys.stderr)
         return 2
+    holder: dict[str, Simulator] = {}
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:
-        return asyncio.run(_serve(args, cfg))
-    return uvloop.run(_serve(args, cfg))
+        rc = asyncio.run(_serve(args, cfg, holder))
+    else:
+        rc = uvloop.run(_serve(args, cfg, holder))
+    if args.stats_json and "sim" in holder:
+        with open(args.stats_json, "w", encoding="utf-8") as fh:
+            json.dump(holder["sim"].stats.as_dict(), fh)
+    return rc
 
 
 if __name__ == "__main__":
