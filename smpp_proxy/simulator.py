@@ -34,7 +34,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .constants import ESM_UDHI, CommandId, Status, Tag
@@ -476,9 +476,9 @@ class Simulator:
         for k in faults:
             if not hasattr(self.config, k):
                 raise TypeError(f"unknown simulator setting {k!r}")
+        replace(self.config, **faults)  # validates (ValueError) before anything changes
         for k, v in faults.items():
             setattr(self.config, k, v)
-        self.config.validate()
 
     configure = set_fault
 
@@ -517,32 +517,46 @@ class Simulator:
         return None
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0,
-                         what: str = "condition") -> None:
-        """Wait until ``predicate()`` holds (re-checked on every submit, bind, receipt / MO
-        response, disconnect); ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+                         what: str | Callable[[], str] = "condition") -> None:
+        """Wait until ``predicate()`` holds: re-checked on every submit, bind, receipt / MO
+        response and disconnect, and every 50 ms anyway. ``asyncio.TimeoutError`` after
+        ``timeout`` seconds (its message says ``what`` was awaited)."""
         if predicate():
             return
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         entry = (predicate, fut)
         self._waiters.append(entry)
+        deadline = loop.time() + timeout
         try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            raise asyncio.TimeoutError(f"simulator: timed out after {timeout}s waiting for {what}") from None
+            while not fut.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    desc = what() if callable(what) else what
+                    raise asyncio.TimeoutError(
+                        f"simulator: timed out after {timeout}s waiting for {desc}"
+                    )
+                await asyncio.wait({fut}, timeout=min(left, 0.05))
+                if not fut.done() and predicate():
+                    break
+            if fut.done():
+                fut.result()  # a predicate that raised
         finally:
             if entry in self._waiters:
                 self._waiters.remove(entry)
+            if not fut.done():
+                fut.cancel()
 
     async def wait_for_submits(self, n: int, timeout: float = 5.0) -> list[Pdu]:
         """Wait until ``n`` submits in total were received; return the kept ones."""
         await self.wait_until(lambda: self.stats.submits >= n, timeout,
-                              f"{n} submits (got {self.stats.submits})")
+                              lambda: f"{n} submits (got {self.stats.submits})")
         return list(self.received)
 
     async def wait_for_receipts(self, n: int, timeout: float = 5.0) -> None:
         """Wait until ``n`` receipts were acknowledged with status 0."""
         await self.wait_until(lambda: self.stats.receipts_acked >= n, timeout,
-                              f"{n} acknowledged receipts")
+                              lambda: f"{n} acknowledged receipts (got {self.stats.receipts_acked})")
 
     async def wait_for_bind(self, n: int = 1, system_id: str | None = None,
                             receiver: bool = False, timeout: float = 5.0) -> None:

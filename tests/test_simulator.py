@@ -480,3 +480,19 @@ def test_cli_runs_and_stops_on_sigterm(smpplib_client_sync):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+async def test_wait_until_times_out_with_a_message(simulator):
+    with pytest.raises(asyncio.TimeoutError, match="3 submits \\(got 0\\)"):
+        await simulator.wait_for_submits(3, timeout=0.2)
+    # predicates on state that fires no event are polled
+    flag = []
+    asyncio.get_running_loop().call_later(0.1, flag.append, 1)
+    await simulator.wait_until(lambda: bool(flag), timeout=2)
+
+
+def test_set_fault_validates_before_changing():
+    sim = Simulator()
+    with pytest.raises(ValueError):
+        sim.set_fault(reject_status=0x58, id_format="octal")
+    assert sim.config.reject_status == 0 and sim.config.id_format == "hex"
