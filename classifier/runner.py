@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +418,36 @@ class ModelRunner:
         """Token counts after normalisation and truncation, special tokens included."""
         return [len(ids) for ids in self.tokenize(texts)]
 
+    def pad_batch(self, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pad token-id lists to the longest of the batch: ``(input_ids, attention_mask)``,
+        CPU long tensors; the mask is None when no row needed padding."""
+        lengths = [len(ids) for ids in batch]
+        if not lengths or min(lengths) < 1:
+            raise ValueError("empty batch or empty token-id list in batch")
+        longest = max(lengths)
+        flat = torch.tensor(list(chain.from_iterable(batch)), dtype=torch.long)
+        if min(lengths) == longest:
+            return flat.view(len(batch), longest), None
+        mask = torch.arange(longest).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+        input_ids = torch.full((len(batch), longest), self.pad_token_id, dtype=torch.long)
+        input_ids[mask] = flat  # row-major order: each row's ids, then its padding
+        return input_ids, mask.to(torch.long)
+
+    def forward_tensors(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run the model on ready tensors (any device); probabilities as in ``forward_ids``."""
+        with torch.inference_mode():
+            if input_ids.device != self.device:
+                input_ids = input_ids.to(self.device, non_blocking=True)
+            if attention_mask is not None and attention_mask.device != self.device:
+                attention_mask = attention_mask.to(self.device, non_blocking=True)
+            out = self._forward(input_ids=input_ids, attention_mask=attention_mask)
+            probs = out.logits.float().softmax(dim=-1)
+            if self._projection is not None:
+                probs = probs @ self._projection
+            return probs.cpu()
+
     def forward_ids(self, batch: Sequence[Sequence[int]]) -> torch.Tensor:
         """Run the model on token-id lists (padded here to the longest of the batch only).
 
@@ -425,28 +456,7 @@ class ModelRunner:
         """
         if not batch:
             return torch.empty(0, len(self.labels))
-        lengths = [len(ids) for ids in batch]
-        if min(lengths) < 1:
-            raise ValueError("empty token-id list in batch")
-        longest = max(lengths)
-        pad = self.pad_token_id
-        input_ids = torch.tensor(
-            [list(ids) + [pad] * (longest - len(ids)) for ids in batch], dtype=torch.long
-        )
-        mask = None
-        if min(lengths) != longest:  # no mask at all when nothing is padded
-            mask = torch.arange(longest).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
-            mask = mask.to(torch.long)
-        with torch.inference_mode():
-            if self.device.type != "cpu":
-                input_ids = input_ids.to(self.device, non_blocking=True)
-                if mask is not None:
-                    mask = mask.to(self.device, non_blocking=True)
-            out = self._forward(input_ids=input_ids, attention_mask=mask)
-            probs = out.logits.float().softmax(dim=-1)
-            if self._projection is not None:
-                probs = probs @ self._projection
-            return probs.cpu()
+        return self.forward_tensors(*self.pad_batch(batch))
 
     def to_predictions(self, probs: torch.Tensor) -> list[Prediction]:
         """Turn ``forward_ids`` output into Predictions (label = the most probable one)."""

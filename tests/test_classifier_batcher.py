@@ -194,6 +194,39 @@ async def test_oldest_request_is_not_starved(runner: RecordingRunner) -> None:
     assert SAMPLE_TEXTS[15] in second
 
 
+async def test_max_wait_ms_gathers_a_batch(runner: RecordingRunner) -> None:
+    b = await _batcher(runner, max_wait_ms=300.0)
+    try:
+        first = asyncio.ensure_future(b.classify("first"))
+        await asyncio.sleep(0.03)
+        later = [asyncio.ensure_future(b.classify(f"later {i}")) for i in range(3)]
+        await asyncio.wait_for(asyncio.gather(first, *later), WAIT)
+    finally:
+        await b.close()
+    assert [len(x) for x in runner.batches] == [4]
+
+
+async def test_bad_input_fails_only_its_request(runner: RecordingRunner) -> None:
+    b = await _batcher(runner)
+    runner.hold()
+    try:
+        gate_req = asyncio.ensure_future(b.classify("gate"))
+        await _wait_entered(runner)
+        reqs = [
+            asyncio.ensure_future(b.classify("fine 1")),
+            asyncio.ensure_future(b.classify(None)),  # type: ignore[arg-type]
+            asyncio.ensure_future(b.classify("fine 2")),
+        ]
+        await _settle(b, 3)
+        runner.release()
+        res = await asyncio.wait_for(asyncio.gather(*reqs, return_exceptions=True), WAIT)
+        await gate_req
+    finally:
+        await b.close()
+    assert isinstance(res[0], Prediction) and isinstance(res[2], Prediction)
+    assert isinstance(res[1], ClassifierError) and isinstance(res[1].__cause__, TypeError)
+
+
 # ---------------------------------------------------------------- admission and skipping
 
 

@@ -94,6 +94,17 @@ def test_padding_does_not_change_results(tiny_runner: ModelRunner) -> None:
         torch.testing.assert_close(batched[i], alone, atol=1e-5, rtol=1e-4)
 
 
+def test_pad_batch(tiny_runner: ModelRunner) -> None:
+    pad = tiny_runner.pad_token_id
+    ids, mask = tiny_runner.pad_batch([[2, 7, 3], [2, 3], [2, 8, 9, 10, 3]])
+    assert ids.tolist() == [[2, 7, 3, pad, pad], [2, 3, pad, pad, pad], [2, 8, 9, 10, 3]]
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+    ids, mask = tiny_runner.pad_batch([[2, 7, 3], [2, 8, 3]])
+    assert ids.tolist() == [[2, 7, 3], [2, 8, 3]] and mask is None
+    with pytest.raises(ValueError):
+        tiny_runner.pad_batch([[2, 3], []])
+
+
 def test_max_length_capped_by_position_embeddings(tmp_path: Path) -> None:
     d = build_tiny_model(tmp_path / "m", max_position_embeddings=32)
     r = ModelRunner(RunnerConfig(model_dir=d, device="cpu", max_length=512))
