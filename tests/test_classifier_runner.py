@@ -382,3 +382,14 @@ def test_default_model_loads_and_classifies(default_runner: ModelRunner) -> None
     batched = r.forward_ids(ids)
     for i in (0, 5, len(ids) - 1):
         torch.testing.assert_close(batched[i], r.forward_ids([ids[i]])[0], atol=1e-4, rtol=1e-3)
+
+
+def test_from_model_wraps_built_objects(tiny_dir: Path, tiny_runner: ModelRunner) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_dir), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir), local_files_only=True)
+    r = ModelRunner.from_model(model, tok, RunnerConfig(model_dir=tiny_dir, device="cpu"))
+    assert r.labels == tiny_runner.labels
+    ids = r.tokenize(SAMPLE_TEXTS)
+    torch.testing.assert_close(r.forward_ids(ids), tiny_runner.forward_ids(ids))
