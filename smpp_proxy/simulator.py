@@ -235,6 +235,28 @@ class _CoalescingTransport:
         return getattr(self._t, name)
 
 
+class _CallbackWaiter(asyncio.Future):
+    """What ``SmppConnection`` resolves when a response arrives (it only resolves
+    ``asyncio.Future`` contexts): forwards the outcome to ``callback`` at once and never
+    completes itself, so nothing is scheduled and no exception is left unretrieved."""
+
+    callback: Callable[[Pdu | None, BaseException | None], None]
+
+    def set_result(self, result: Any) -> None:
+        try:
+            self.callback(result, None)
+        except Exception:  # never break the connection's receive loop
+            log.exception("response callback failed")
+
+    def set_exception(self, exception: Any) -> None:
+        if isinstance(exception, type):
+            exception = exception()
+        try:
+            self.callback(None, exception)
+        except Exception:
+            log.exception("response callback failed")
+
+
 class CoalescingConnection(SmppConnection):
     """``SmppConnection`` whose writes are batched per event-loop iteration.
 
@@ -255,14 +277,17 @@ class CoalescingConnection(SmppConnection):
     def can_write(self) -> bool:
         return self._can_write.is_set()
 
-    def send_request_untimed(self, pdu: Pdu) -> asyncio.Future:
-        """``send_request_nowait`` without its per-request timer (a libuv timer each under
-        uvloop): whoever uses it calls :meth:`expire_pending` periodically instead."""
+    def send_request_untimed(
+        self, pdu: Pdu, callback: Callable[[Pdu | None, BaseException | None], None]
+    ) -> None:
+        """``send_request_nowait`` for the hot path: no per-request timer (whoever uses it
+        calls :meth:`expire_pending` periodically) and ``callback(response, None)`` /
+        ``callback(None, exc)`` is called synchronously, without a future's call_soon hop."""
         if not self.is_open:
             raise ConnectionLost("connection not open")
-        fut: asyncio.Future = self._loop.create_future()
-        self.transport.write(self.session.send_request(pdu, fut, time.monotonic()))  # type: ignore[union-attr]
-        return fut
+        waiter = _CallbackWaiter(loop=self._loop)
+        waiter.callback = callback
+        self.transport.write(self.session.send_request(pdu, waiter, time.monotonic()))  # type: ignore[union-attr]
 
     def expire_pending(self, timeout: float) -> int:
         """Fail (RequestTimeout) the untimed requests older than ``timeout`` seconds."""
@@ -747,9 +772,8 @@ class Simulator:
 
     def _dispatch(self, job: _Receipt) -> None:
         parked = self._parked.get(job.system_id)
-        if parked:
+        if parked:  # keep the order: behind the parked ones (the tick drains them after)
             parked.append(job)
-            self._drain(job.system_id)
             return
         conn = self._pick(job.system_id)
         if conn is None:
@@ -757,13 +781,23 @@ class Simulator:
             return
         self._send_receipt(conn, job)
 
+    def _fill(self, conn: CoalescingConnection, q: deque[_Receipt]) -> None:
+        """Send parked receipts on ``conn`` while its deliver window has room."""
+        if not (conn.is_open and conn.can_write):
+            return
+        free = self.config.deliver_window - conn.session.pending_count()
+        send = self._send_receipt
+        while q and free > 0:
+            send(conn, q.popleft())
+            free -= 1
+
     def _drain(self, system_id: str) -> None:
         q = self._parked.get(system_id)
-        while q:
-            conn = self._pick(system_id)
-            if conn is None:
-                return
-            self._send_receipt(conn, q.popleft())
+        if q:
+            for conn in list(self._receivers.get(system_id, ())):
+                self._fill(conn, q)
+                if not q:
+                    break
         if q is not None and not q:
             del self._parked[system_id]
 
@@ -781,7 +815,7 @@ class Simulator:
         job.attempts += 1
         try:
             pdu = self._build_receipt(job)
-            fut = conn.send_request_untimed(pdu)
+            conn.send_request_untimed(pdu, functools.partial(self._receipt_done, job, conn))
         except ConnectionLost:
             self._receipt_failed(job)
             return
@@ -790,7 +824,6 @@ class Simulator:
             self.stats.receipts_dropped += 1
             return
         self.stats.receipts_sent += 1
-        fut.add_done_callback(functools.partial(self._receipt_done, job, conn.system_id))
         if self._sweeper is None:
             self._sweeper = self._loop.call_later(1.0, self._sweep)  # type: ignore[union-attr]
 
@@ -806,17 +839,13 @@ class Simulator:
         if busy and not self._stopping:
             self._sweeper = self._loop.call_later(1.0, self._sweep)  # type: ignore[union-attr]
 
-    def _receipt_done(self, job: _Receipt, system_id: str, fut: asyncio.Future) -> None:
-        status: int | None
-        if fut.cancelled():
-            status = None
-        elif fut.exception() is not None:
-            status = None
-        else:
-            resp: Pdu = fut.result()
-            status = resp.command_status if resp.command_id != _GENERIC_NACK else (
-                resp.command_status or int(Status.RSYSERR)
-            )
+    def _receipt_done(self, job: _Receipt, conn: CoalescingConnection, resp: Pdu | None,
+                      exc: BaseException | None) -> None:
+        status: int | None = None
+        if resp is not None:
+            status = resp.command_status
+            if resp.command_id == _GENERIC_NACK and not status:
+                status = int(Status.RSYSERR)
         self.deliver_responses.append(("receipt", job.message_id, status))
         if status is not None:
             self.deliver_statuses[status] += 1
@@ -824,8 +853,11 @@ class Simulator:
             self.stats.receipts_acked += 1
         else:
             self._receipt_failed(job)
-        if system_id in self._parked:
-            self._drain(system_id)
+        q = self._parked.get(conn.system_id)
+        if q:  # the slot this response freed goes to the next parked receipt
+            self._fill(conn, q)
+            if not q:
+                del self._parked[conn.system_id]
         if self._waiters:
             self._notify()
 

@@ -99,6 +99,7 @@ class SmpplibClient:
         logging.getLogger(f"smpplib.test.{id(self):x}").setLevel(logging.WARNING)
         self.deliveries: queue.Queue = queue.Queue()
         self.deliver_status = 0  # command_status of our deliver_sm_resp (tests change it)
+        self.answer_deliveries = True  # False: leave deliver_sm unanswered (timeouts)
         self.closed = threading.Event()  # the connection is gone (EOF, error or close())
         self.unbound_by_peer = threading.Event()
         self._send_lock = threading.Lock()
@@ -208,6 +209,8 @@ class SmpplibClient:
                 cmd = pdu.command
                 if cmd == "deliver_sm":
                     self.deliveries.put(pdu)
+                    if not self.answer_deliveries:
+                        continue
                     resp = smpplib.smpp.make_pdu(
                         "deliver_sm_resp", client=self.client, status=self.deliver_status
                     )

@@ -228,6 +228,35 @@ async def test_receipt_retried_after_error_status(simulator, smpplib_client):
     assert simulator.stats.receipts_failed == 1
 
 
+async def test_unanswered_receipt_times_out_and_is_retried(simulator, smpplib_client):
+    simulator.configure(response_timeout_s=0.2, receipt_retry_s=0.1)
+    c = await smpplib_client(simulator.port)
+    c.answer_deliveries = False
+    res = await in_thread(c.submit, "slow receiver")
+    [first] = await in_thread(c.receipts, 1, 5.0)
+    c.answer_deliveries = True
+    [second] = await in_thread(c.receipts, 1, 5.0)  # after the 1 s timeout sweep
+    assert _s(second.receipted_message_id) == res.message_id
+    await simulator.wait_for_receipts(1, timeout=5)
+    assert ("receipt", res.message_id, None) in simulator.deliver_responses  # the timeout
+    assert simulator.stats.receipts_failed == 1 and simulator.stats.receipts_sent == 2
+
+
+async def test_receipt_in_flight_on_a_lost_connection_goes_to_the_next_bind(
+    simulator, smpplib_client
+):
+    simulator.configure(receipt_retry_s=0.1)
+    c = await smpplib_client(simulator.port, system_id="acme")
+    c.answer_deliveries = False
+    res = await in_thread(c.submit, "lost")
+    await in_thread(c.receipts, 1, 5.0)
+    await in_thread(c.close)  # goes away without answering
+    c2 = await smpplib_client(simulator.port, bind="receiver", system_id="acme")
+    [dlr] = await in_thread(c2.receipts, 1, 5.0)
+    assert _s(dlr.receipted_message_id) == res.message_id
+    await simulator.wait_for_receipts(1, timeout=5)
+
+
 def test_fast_receipt_encoder_matches_build_receipt():
     from smpp_proxy.dlr import build_receipt
 
