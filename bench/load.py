@@ -334,25 +334,30 @@ class OwnClient:
         t0 = time.perf_counter()
         self.result.sent += 1
         try:
-            fut = conn.send_request_nowait(pdu)
+            # no per-request timer and no future hop: the sweeper below times requests out
+            conn.send_request_untimed(pdu, functools.partial(self._done, conn, t0))
         except ConnectionLost:
             self._finish_one(time.perf_counter(), None, "connection_lost", t0)
             return
-        fut.add_done_callback(functools.partial(self._done, conn, t0))
 
-    def _done(self, conn: CoalescingConnection, t0: float, fut: asyncio.Future) -> None:
+    def _done(self, conn: CoalescingConnection, t0: float, resp: Pdu | None,
+              exc: BaseException | None) -> None:
         t1 = time.perf_counter()
-        if fut.cancelled():
-            self._finish_one(t1, None, "cancelled", t0)
-        elif fut.exception() is not None:
-            exc = fut.exception()
+        if exc is not None:
             kind = "timeout" if isinstance(exc, RequestTimeout) else (
                 "connection_lost" if isinstance(exc, ConnectionLost) else type(exc).__name__
             )
             self._finish_one(t1, None, kind, t0)
         else:
-            self._finish_one(t1, fut.result(), None, t0)
+            self._finish_one(t1, resp, None, t0)
         self._send(conn)
+
+    async def sweep(self) -> None:
+        """Once a second: fail the submits unanswered for longer than ``--timeout``."""
+        while True:
+            await asyncio.sleep(1.0)
+            for c in self.conns:
+                c.expire_pending(self.spec.timeout)
 
     def _finish_one(self, t1: float, resp: Pdu | None, error: str | None, t0: float) -> None:
         r = self.result
@@ -394,11 +399,14 @@ async def run_own(spec: Spec, label: str, go: Any = None) -> Result:
     await client.connect()
     if go is not None:  # multiprocess: wait until every worker is bound
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    sweeper = asyncio.get_running_loop().create_task(client.sweep())
     client.start()
     try:
         await asyncio.wait_for(client.all_answered.wait(), spec.max_seconds)
     except asyncio.TimeoutError:
         client.result.errors["bench_timeout"] += client.spec.messages - client.result.answered
+    finally:
+        sweeper.cancel()
     if spec.receipts:
         try:
             await asyncio.wait_for(client.all_receipts.wait(), spec.receipt_timeout)
