@@ -100,7 +100,7 @@ def resolve_device(spec: str) -> torch.device:
     """Turn "auto" / "cpu" / "cuda" / "cuda:N" into a usable torch.device."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError) as exc:
@@ -112,6 +112,8 @@ def resolve_device(spec: str) -> torch.device:
             raise ModelLoadError(
                 f"device {spec!r} requested but only {torch.cuda.device_count()} GPU(s) exist"
             )
+        if dev.index is None:  # "cuda" -> "cuda:N" so that device comparisons hold
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":
         raise ModelLoadError(f"unsupported device {spec!r}: use auto, cpu, cuda or cuda:N")
     return dev

@@ -145,8 +145,7 @@ class ProxyApp:
         if self._purge_task:
             self._purge_task.cancel()
         if self.server:
-            await self.server.stop_accepting()
-            await self.server.drain(timeout=self.config.server.response_timeout_s)
+            await self.server.stop(timeout=self.config.server.response_timeout_s)
         if self.pipeline:
             await self.pipeline.close()
         if self.batcher:

@@ -277,13 +277,12 @@ class SmppServer:
         )
         log.info("SMPP server listening on %s:%d", s.host, self.port)
 
-    async def stop_accepting(self) -> None:
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight submits finish (bounded), then unbind every client."""
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
-
-    async def drain(self, timeout: float) -> None:
-        """Let in-flight submits finish (bounded), then unbind every client."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
         await asyncio.gather(*(c.unbind(2.0) for c in list(self._conns)), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()

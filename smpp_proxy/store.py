@@ -373,6 +373,9 @@ class SQLiteStore(Store):
     ``sqlite3`` shell, a second proxy mistakenly pointed at the same file): the event loop
     blocks up to that long, then :class:`sqlite3.OperationalError` ("database is locked") is
     raised. Do not share one file between live proxies; use :class:`RedisStore` for that.
+
+    ``checkpoint_interval_s``: WAL checkpoints run in a worker thread this often (see
+    :meth:`_checkpointer`); ``None`` leaves them to SQLite, inline in a commit.
     """
 
     PURGE_BATCH = 500  # ~3 ms of work per batch; the loop gets control between batches
@@ -444,44 +447,6 @@ class SQLiteStore(Store):
                 self._checkpointer(), name=f"checkpoint {self.path}"
             )
 
-    # WAL checkpoints copy the WAL into the database file and fsync it: 5-30 ms. Left to
-    # SQLite (wal_autocheckpoint) that happens inside the commit that crosses 1000 pages, i.e.
-    # on the event loop every ~250 commits. Instead a PASSIVE checkpoint runs every
-    # checkpoint_interval_s on a second connection in a worker thread (the sqlite3 module
-    # releases the GIL); PASSIVE never blocks the writer and the writer never waits for it.
-
-    async def _checkpointer(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.checkpoint_interval_s)
-            self._ckpt_future = loop.run_in_executor(self._ckpt_pool, self._checkpoint_blocking)
-            try:
-                await asyncio.shield(self._ckpt_future)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep checkpointing; the next attempt may succeed
-                log.exception("%s: WAL checkpoint failed", self.path)
-
-    def _checkpoint_blocking(self) -> tuple[int, int, int]:
-        if self._ckpt_db is None:
-            self._ckpt_db = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,  # used (serially) by the one checkpoint thread
-                uri=self.path.startswith("file:"),
-            )
-            self._ckpt_db.execute(f"PRAGMA synchronous = {self.synchronous}")
-        return self._ckpt_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-
-    async def checkpoint(self) -> tuple[int, int, int]:
-        """Run one PASSIVE checkpoint now, off the loop thread: (busy, wal pages, copied)."""
-        self.db  # noqa: B018 - raises when closed
-        if self._ckpt_pool is None:
-            return self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._ckpt_pool, self._checkpoint_blocking
-        )
-
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
@@ -508,6 +473,48 @@ class SQLiteStore(Store):
                 raise
             log.info("%s: schema migrated to version %d", self.path, target)
             version = target
+
+    # A WAL checkpoint copies the WAL into the database file and fsyncs both: ~10-30 ms here
+    # (one fsync is ~4 ms on this VM's disk). Left to SQLite (wal_autocheckpoint=1000) that
+    # happens inside the commit that crosses 1000 pages, i.e. on the event loop every ~250
+    # commits. Instead a PASSIVE checkpoint runs every checkpoint_interval_s on a second
+    # connection in a worker thread (the sqlite3 module releases the GIL); PASSIVE never
+    # blocks the writer and the writer never waits for it. Under continuous writes the WAL
+    # cannot rewind (a checkpoint never finds it fully copied), so SQLite's own checkpoint
+    # stays armed at FALLBACK_AUTOCHECKPOINT pages; when it fires, the background has
+    # already copied nearly everything.
+
+    async def _checkpointer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            self._ckpt_future = loop.run_in_executor(self._ckpt_pool, self._checkpoint_blocking)
+            try:
+                await asyncio.shield(self._ckpt_future)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep checkpointing; the next attempt may succeed
+                log.exception("%s: WAL checkpoint failed", self.path)
+
+    def _checkpoint_blocking(self) -> tuple[int, int, int]:
+        if self._ckpt_db is None:
+            self._ckpt_db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,  # used (serially) by the one checkpoint thread
+                uri=self.path.startswith("file:"),
+            )
+            self._ckpt_db.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return self._ckpt_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """Run one PASSIVE checkpoint now, off the loop thread: (busy, wal pages, copied)."""
+        db = self.db  # raises when closed
+        if self._ckpt_pool is None:
+            return db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._ckpt_pool, self._checkpoint_blocking
+        )
 
     async def close(self) -> None:
         task, self._ckpt_task = self._ckpt_task, None
@@ -689,19 +696,8 @@ class SQLiteStore(Store):
 # --------------------------------------------------------------------------------------------
 # Redis
 
-_MSG_FIELDS = (
-    "proxy_id",
-    "client_id",
-    "source_addr",
-    "destination_addr",
-    "registered_delivery",
-    "created_at",
-    "expires_at",
-    "upstream",
-    "upstream_id",
-    "status",
-)
-_MSG_REQUIRED = tuple(f for f in _MSG_FIELDS if f not in ("upstream", "upstream_id"))
+# Values are single strings (one reply element each): redis-py's pure-Python reply parser
+# costs ~10-20 us per element, so a hash per record would cost 20 elements per read.
 
 
 def _s(v: bytes | str) -> str:
@@ -712,41 +708,36 @@ def _ms(t: float) -> int:
     return max(1, math.ceil(float(t) * 1000.0))
 
 
-def _msg_mapping(rec: MessageRecord) -> dict[str, str]:
-    m = {
+def _encode_msg(rec: MessageRecord) -> bytes:
+    d = {
         "proxy_id": rec.proxy_id,
         "client_id": rec.client_id,
         "source_addr": rec.source_addr,
         "destination_addr": rec.destination_addr,
-        "registered_delivery": str(int(rec.registered_delivery)),
-        "created_at": repr(float(rec.created_at)),
-        "expires_at": repr(float(rec.expires_at)),
+        "registered_delivery": int(rec.registered_delivery),
+        "created_at": float(rec.created_at),
+        "expires_at": float(rec.expires_at),
+        "upstream": rec.upstream,
+        "upstream_id": rec.upstream_id,
         "status": rec.status,
     }
-    # None is "field absent"; "" stays ""
-    if rec.upstream is not None:
-        m["upstream"] = rec.upstream
-    if rec.upstream_id is not None:
-        m["upstream_id"] = rec.upstream_id
-    return m
+    return json.dumps(d, separators=(",", ":")).encode("ascii")
 
 
-def _mapping_msg(h: dict) -> MessageRecord | None:
-    d = {_s(k): _s(v) for k, v in h.items()}
-    if any(f not in d for f in _MSG_REQUIRED):
-        return None  # absent (or a partial hash, which the store never writes)
-    return MessageRecord(
-        proxy_id=d["proxy_id"],
-        client_id=d["client_id"],
-        source_addr=d["source_addr"],
-        destination_addr=d["destination_addr"],
-        registered_delivery=int(d["registered_delivery"]),
-        created_at=float(d["created_at"]),
-        expires_at=float(d["expires_at"]),
-        upstream=d.get("upstream"),
-        upstream_id=d.get("upstream_id"),
-        status=d["status"],
-    )
+def _decode_msg(raw: bytes | None) -> MessageRecord | None:
+    return None if raw is None else MessageRecord(**json.loads(raw))
+
+
+def _encode_item(client_id: str, attempts: int, next_at: float, created: float, pdu: bytes):
+    # JSON header (never contains a raw newline), "\n", then the PDU bytes verbatim
+    head = json.dumps([client_id, int(attempts), float(next_at), float(created)])
+    return head.encode("ascii") + b"\n" + bytes(pdu)
+
+
+def _decode_item(item_id: int, raw: bytes) -> OutboxItem:
+    head, _, pdu = raw.partition(b"\n")
+    client_id, attempts, next_at, created = json.loads(head)
+    return OutboxItem(item_id, client_id, pdu, attempts, next_at, created)
 
 
 def _encode_part(p: HeldPart) -> bytes:
@@ -773,29 +764,36 @@ class RedisStore(Store):
     closed by :meth:`close`; a client passed in belongs to the caller and is left open.
     All keys start with ``prefix``::
 
-        {p}m:{proxy_id}                       hash   message record          TTL expires_at
-        {p}u:{len(upstream)}:{upstream}:{id}  string proxy_id (id index)     TTL expires_at
+        {p}m:{proxy_id}                       string message record (JSON)   TTL expires_at
+        {p}u:{U}   U = {len(upstream)}:{upstream}:{upstream_id}
+                                              string proxy_id (id index)     TTL expires_at
         {p}mexp                               zset   proxy_id -> expires_at (purge index)
+        {p}uexp                               zset   U -> expires_at of the record it names
         {p}ob:seq                             string outbox id counter
-        {p}ob:i:{item_id}                     hash   outbox item
-        {p}ob:q:{client_id}                   zset   item_id -> next_attempt_at
+        {p}ob:i:{item_id}                     string outbox item (JSON header, LF, PDU)
+        {p}ob:q:{client_id}                   zset   item_id -> item_id (age order)
+        {p}ob:w:{client_id}                   zset   item_id -> next_attempt_at
         {p}ob:clients                         set    clients with (possibly) pending items
-        {p}pt:{key}                           hash   seqnum -> encoded part
+        {p}pt:{key}                           hash   seqnum -> part (JSON header, LF, PDU)
         {p}pt:groups                          zset   key -> oldest received_at
         {p}schema                             string schema version
 
     Round trips per call: save_message(s) 1, get_message 1, find_by_upstream_id 2,
     set_upstream_id / update_status 3 (WATCH, read, MULTI..EXEC), outbox_put 2,
-    outbox_due 2, part_put 1. ``outbox_due`` reads all due ids of the client (it sorts them
-    by age), so it is O(due items) rather than O(limit).
+    outbox_due 2 (3 when items ahead of the due ones are backing off), outbox_done 2,
+    outbox_retry 3, part_put 1. ``outbox_due`` transfers O(limit + items not yet due).
+    ``purge_expired`` deletes with a few variadic commands per batch of 200.
 
     A stale id-index entry (a record re-saved with another upstream id) is never trusted:
     ``find_by_upstream_id`` checks the record it points at. ``part_groups`` times are the
     oldest ``received_at`` of any ``part_put`` for that key, duplicates included.
+
+    Client-side cost is dominated by redis-py's pure-Python reply parser: install
+    ``hiredis`` (redis-py picks it up by itself) for large replies.
     """
 
     SCHEMA_VERSION = 1
-    PURGE_BATCH = 500
+    PURGE_BATCH = 200
     WATCH_RETRIES = 50
 
     def __init__(self, client: Any, prefix: str = "smppfw:") -> None:
@@ -817,19 +815,30 @@ class RedisStore(Store):
     def _k_msg(self, proxy_id: str) -> str:
         return f"{self.prefix}m:{proxy_id}"
 
-    def _k_up(self, upstream: str, upstream_id: str) -> str:
+    @staticmethod
+    def _up_member(upstream: str, upstream_id: str) -> str:
         # the length makes (upstream, id) unambiguous even if either contains ':'
-        return f"{self.prefix}u:{len(upstream)}:{upstream}:{upstream_id}"
+        return f"{len(upstream)}:{upstream}:{upstream_id}"
+
+    def _k_up(self, upstream: str, upstream_id: str) -> str:
+        return f"{self.prefix}u:{self._up_member(upstream, upstream_id)}"
 
     @property
     def _k_mexp(self) -> str:
         return f"{self.prefix}mexp"
+
+    @property
+    def _k_uexp(self) -> str:
+        return f"{self.prefix}uexp"
 
     def _k_item(self, item_id: int) -> str:
         return f"{self.prefix}ob:i:{item_id}"
 
     def _k_queue(self, client_id: str) -> str:
         return f"{self.prefix}ob:q:{client_id}"
+
+    def _k_wait(self, client_id: str) -> str:
+        return f"{self.prefix}ob:w:{client_id}"
 
     @property
     def _k_clients(self) -> str:
@@ -903,14 +912,19 @@ class RedisStore(Store):
     # -- messages ---------------------------------------------------------------------------
 
     def _queue_save(self, pipe: Any, rec: MessageRecord) -> None:
-        key = self._k_msg(rec.proxy_id)
-        exp = _ms(rec.expires_at)
-        pipe.delete(key)
-        pipe.hset(key, mapping=_msg_mapping(rec))
-        pipe.pexpireat(key, exp)
+        pipe.set(self._k_msg(rec.proxy_id), _encode_msg(rec), pxat=_ms(rec.expires_at))
         pipe.zadd(self._k_mexp, {rec.proxy_id: float(rec.expires_at)})
         if rec.upstream is not None and rec.upstream_id is not None:
-            pipe.set(self._k_up(rec.upstream, rec.upstream_id), rec.proxy_id, pxat=exp)
+            self._queue_index(pipe, rec.proxy_id, rec.upstream, rec.upstream_id, rec.expires_at)
+
+    def _queue_index(
+        self, pipe: Any, proxy_id: str, upstream: str, upstream_id: str, expires_at: float
+    ) -> None:
+        # uexp holds the expiry of the record the key names *now*: a re-mapping of a reused
+        # upstream id moves it, so purge never deletes an entry that a live record owns
+        member = self._up_member(upstream, upstream_id)
+        pipe.set(f"{self.prefix}u:{member}", proxy_id, pxat=_ms(expires_at))
+        pipe.zadd(self._k_uexp, {member: float(expires_at)})
 
     async def save_message(self, rec: MessageRecord) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
@@ -926,18 +940,19 @@ class RedisStore(Store):
                 await pipe.execute()
 
     async def get_message(self, proxy_id: str) -> MessageRecord | None:
-        return _mapping_msg(await self.r.hgetall(self._k_msg(proxy_id)))
+        return _decode_msg(await self.r.get(self._k_msg(proxy_id)))
 
     async def set_upstream_id(self, proxy_id: str, upstream: str, upstream_id: str) -> bool:
         key = self._k_msg(proxy_id)
 
         async def body(pipe):
-            exp, pid = await pipe.hmget(key, "expires_at", "proxy_id")
-            if exp is None or pid is None:
+            rec = _decode_msg(await pipe.get(key))
+            if rec is None:
                 return False
+            rec.upstream, rec.upstream_id = upstream, upstream_id
             pipe.multi()
-            pipe.hset(key, mapping={"upstream": upstream, "upstream_id": upstream_id})
-            pipe.set(self._k_up(upstream, upstream_id), proxy_id, pxat=_ms(float(exp)))
+            pipe.set(key, _encode_msg(rec), pxat=_ms(rec.expires_at))
+            self._queue_index(pipe, proxy_id, upstream, upstream_id, rec.expires_at)
             return True
 
         return await self._watched([key], body)
@@ -946,10 +961,12 @@ class RedisStore(Store):
         key = self._k_msg(proxy_id)
 
         async def body(pipe):
-            if not await pipe.hexists(key, "proxy_id"):
+            rec = _decode_msg(await pipe.get(key))
+            if rec is None:
                 return False
+            rec.status = status
             pipe.multi()
-            pipe.hset(key, "status", status)
+            pipe.set(key, _encode_msg(rec), pxat=_ms(rec.expires_at))
             return True
 
         return await self._watched([key], body)
@@ -970,53 +987,54 @@ class RedisStore(Store):
         return None
 
     async def purge_expired(self, now: float) -> int:
+        now = float(now)
         total = 0
         while True:
-            ids = await self.r.zrangebyscore(
-                self._k_mexp, "-inf", float(now), start=0, num=self.PURGE_BATCH
-            )
-            if not ids:
-                return total
-            pids = [_s(i) for i in ids]
             async with self.r.pipeline(transaction=False) as pipe:
-                for pid in pids:
-                    pipe.hmget(self._k_msg(pid), "upstream", "upstream_id")
-                maps = await pipe.execute()
-            up_keys = {
-                self._k_up(_s(u), _s(uid)): pid
-                for pid, (u, uid) in zip(pids, maps, strict=True)
-                if u is not None and uid is not None
-            }
+                pipe.zrangebyscore(self._k_mexp, "-inf", now, start=0, num=self.PURGE_BATCH)
+                pipe.zrangebyscore(self._k_uexp, "-inf", now, start=0, num=self.PURGE_BATCH)
+                got_pids, got_ups = await pipe.execute()
+            if not got_pids and not got_ups:
+                return total
+            pids = [_s(i) for i in got_pids]
+            ups = [_s(u) for u in got_ups]
 
-            async def body(pipe, pids=pids, up_keys=up_keys):
-                owners = await pipe.mget(list(up_keys)) if up_keys else []
+            async def body(pipe, pids=pids, ups=ups):
+                # re-checked under WATCH: a record re-saved / an id re-mapped meanwhile has a
+                # new expiry and stays
+                if pids:
+                    scores = await pipe.zmscore(self._k_mexp, pids)
+                    pids = [
+                        p for p, t in zip(pids, scores, strict=True) if t is not None and t <= now
+                    ]
+                if ups:
+                    scores = await pipe.zmscore(self._k_uexp, ups)
+                    ups = [
+                        u for u, t in zip(ups, scores, strict=True) if t is not None and t <= now
+                    ]
                 pipe.multi()
-                for pid in pids:
-                    pipe.delete(self._k_msg(pid))
-                for (k, pid), owner in zip(up_keys.items(), owners, strict=True):
-                    if owner is not None and _s(owner) == pid:
-                        pipe.delete(k)  # only if it still points at the purged record
-                pipe.zrem(self._k_mexp, *pids)
-                return lambda results: int(results[-1])
+                if pids:
+                    pipe.zrem(self._k_mexp, *pids)  # results[0]: records purged
+                    pipe.delete(*(self._k_msg(p) for p in pids))
+                else:
+                    pipe.ping()  # keeps the transaction non-empty
+                if ups:
+                    pipe.zrem(self._k_uexp, *ups)
+                    pipe.delete(*(f"{self.prefix}u:{u}" for u in ups))
+                return lambda results: int(results[0]) if pids else 0
 
-            total += await self._watched(list(up_keys), body)
+            keys = [self._k_msg(p) for p in pids] + [f"{self.prefix}u:{u}" for u in ups]
+            total += await self._watched(keys, body)
+            await asyncio.sleep(0)
 
     # -- outbox -----------------------------------------------------------------------------
 
     async def outbox_put(self, client_id: str, pdu: bytes, now: float) -> int:
         item_id = int(await self.r.incr(f"{self.prefix}ob:seq"))
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._k_item(item_id),
-                mapping={
-                    "client_id": client_id,
-                    "pdu": bytes(pdu),
-                    "attempts": 0,
-                    "next_attempt_at": repr(float(now)),
-                    "created_at": repr(float(now)),
-                },
-            )
-            pipe.zadd(self._k_queue(client_id), {str(item_id): float(now)})
+            pipe.set(self._k_item(item_id), _encode_item(client_id, 0, now, now, pdu))
+            pipe.zadd(self._k_queue(client_id), {str(item_id): item_id})
+            pipe.zadd(self._k_wait(client_id), {str(item_id): float(now)})
             pipe.sadd(self._k_clients, client_id)
             await pipe.execute()
         return item_id
@@ -1024,45 +1042,48 @@ class RedisStore(Store):
     async def outbox_due(self, client_id: str, now: float, limit: int = 100) -> list[OutboxItem]:
         if limit <= 0:
             return []
-        ids = await self.r.zrangebyscore(self._k_queue(client_id), "-inf", float(now))
-        ids = sorted(int(i) for i in ids)[:limit]
+        now = float(now)
+        queue = self._k_queue(client_id)
+        # the oldest `limit` items, and the ids that are not due yet (normally only the few
+        # backing off after a failed attempt); if some of the former are among the latter,
+        # read further
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zrange(queue, 0, limit - 1)
+            pipe.zrangebyscore(self._k_wait(client_id), f"({now!r}", "+inf")
+            head, later = await pipe.execute()
+        waiting = {int(i) for i in later}
+        ids = [int(i) for i in head]
+        if waiting and len(ids) == limit and any(i in waiting for i in ids):
+            ids = [int(i) for i in await self.r.zrange(queue, 0, limit + len(waiting) - 1)]
+        ids = [i for i in ids if i not in waiting][:limit]
         if not ids:
             return []
-        async with self.r.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.hgetall(self._k_item(i))
-            rows = await pipe.execute()
+        rows = await self.r.mget([self._k_item(i) for i in ids])
         out = []
-        for i, h in zip(ids, rows, strict=True):
-            if not h:
+        for i, raw in zip(ids, rows, strict=True):
+            if raw is None:
                 continue  # done by someone else meanwhile
-            d = {_s(k): v for k, v in h.items()}
-            out.append(
-                OutboxItem(
-                    item_id=i,
-                    client_id=_s(d["client_id"]),
-                    pdu=bytes(d["pdu"]),
-                    attempts=int(d["attempts"]),
-                    next_attempt_at=float(d["next_attempt_at"]),
-                    created_at=float(d["created_at"]),
-                )
-            )
+            item = _decode_item(i, raw)
+            if item.next_attempt_at <= now:  # not rescheduled by someone else meanwhile
+                out.append(item)
         return out
 
     async def outbox_done(self, item_id: int | str) -> bool:
         item_id = int(item_id)
         key = self._k_item(item_id)
-        client = await self.r.hget(key, "client_id")
-        if client is None:
+        raw = await self.r.get(key)
+        if raw is None:
             return False
-        queue = self._k_queue(_s(client))
+        client = _decode_item(item_id, raw).client_id
+        queue = self._k_queue(client)
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.zrem(queue, str(item_id))
+            pipe.zrem(self._k_wait(client), str(item_id))
             pipe.zcard(queue)
-            deleted, _, left = await pipe.execute()
+            deleted, _, _, left = await pipe.execute()
         if left == 0:
-            await self._forget_client_if_idle(_s(client))
+            await self._forget_client_if_idle(client)
         return bool(deleted)
 
     async def _forget_client_if_idle(self, client_id: str) -> None:
@@ -1082,13 +1103,16 @@ class RedisStore(Store):
         key = self._k_item(item_id)
 
         async def body(pipe):
-            client = await pipe.hget(key, "client_id")
-            if client is None:
+            raw = await pipe.get(key)
+            if raw is None:
                 return False
+            it = _decode_item(item_id, raw)
             pipe.multi()
-            pipe.hincrby(key, "attempts", 1)
-            pipe.hset(key, "next_attempt_at", repr(float(next_attempt_at)))
-            pipe.zadd(self._k_queue(_s(client)), {str(item_id): float(next_attempt_at)}, xx=True)
+            pipe.set(
+                key,
+                _encode_item(it.client_id, it.attempts + 1, next_attempt_at, it.created_at, it.pdu),
+            )
+            pipe.zadd(self._k_wait(it.client_id), {str(item_id): float(next_attempt_at)})
             return True
 
         return await self._watched([key], body)
