@@ -11,10 +11,11 @@ Faults (``reject_status``, ``reject_every``, ``never_reply``, ``generic_nack``,
 ``disconnect_after``) and the receipt settings live in the mutable :class:`SimulatorConfig`
 and are read on every submit, so tests flip them at run time (``sim.set_fault(...)``).
 
-Hot path (the bench needs > 20k submit/s on one core): one ``Pdu.response`` per submit, no
-per-message task; receipts go through a single heap driven by one ``call_at`` timer, and all
-writes of one event-loop iteration go out in one ``transport.write`` (see
-:class:`CoalescingConnection`).
+Hot path (the bench needs > 20k submit/s on one core): submit_sm_resp and receipts are
+pre-encoded (:class:`PreEncodedPdu`, :class:`ReceiptEncoder`), no per-message task or timer:
+receipts wait in one heap driven by one ``call_at`` timer, their responses come back through a
+synchronous callback and overdue ones are swept once a second; all writes of one event-loop
+iteration leave in one ``transport.write`` (:class:`CoalescingConnection`).
 
 Command line: ``python -m smpp_proxy.simulator --help`` (also ``smpp-proxy simulate-smsc``).
 """
