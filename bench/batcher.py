@@ -507,6 +507,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-tokens", type=int, default=8192)
     p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument(
+        "--max-padding-ratio",
+        type=float,
+        default=None,
+        help="cap on padded/real tokens per batch (BatcherConfig.max_padding_ratio)",
+    )
+    p.add_argument(
         "--batch-sizes",
         type=_ints,
         default=None,
@@ -577,7 +583,8 @@ async def amain(args: argparse.Namespace) -> None:
         f"{len(texts)} messages, {args.concurrency} concurrent callers, tokens/msg "
         f"mean {statistics.mean(lengths):.1f} min {min(lengths)} max {max(lengths)}; "
         f"batcher: max_batch_size={args.max_batch_size} "
-        f"max_batch_tokens={args.max_batch_tokens} max_wait_ms={args.max_wait_ms}"
+        f"max_batch_tokens={args.max_batch_tokens} max_wait_ms={args.max_wait_ms} "
+        f"max_padding_ratio={args.max_padding_ratio}"
     )
 
     bcfg = BatcherConfig(
@@ -585,6 +592,7 @@ async def amain(args: argparse.Namespace) -> None:
         max_batch_tokens=args.max_batch_tokens,
         max_queue=max(2048, args.concurrency),
         max_wait_ms=args.max_wait_ms,
+        max_padding_ratio=args.max_padding_ratio,
     )
     unbatched = None
     if not args.skip_unbatched:

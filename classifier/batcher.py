@@ -53,6 +53,10 @@ class BatcherConfig:
     request longer than the budget still runs, alone. ``max_wait_ms``: how long a batch that
     is not full may wait for more requests (0 = never wait: continuous batching).
     ``default_timeout_s``: deadline applied when ``classify`` gets none (None = no deadline).
+    ``max_padding_ratio``: optional cap on padded / real tokens of a batch (e.g. 1.2): a
+    neighbour that would push the batch past it waits for a later batch. Worth setting on CPU,
+    where padding costs as much compute as real tokens; leave None on GPU, where bigger
+    batches matter more than padding.
     ``warmup``: run ``runner.warmup()`` in the inference thread during ``start()``.
     ``join_timeout_s``: how long ``close()`` waits for a running batch to finish.
     """
@@ -62,6 +66,7 @@ class BatcherConfig:
     max_queue: int = 2048
     max_wait_ms: float = 0.0
     default_timeout_s: float | None = None
+    max_padding_ratio: float | None = None
     warmup: bool = False
     join_timeout_s: float = 5.0
 
@@ -74,6 +79,8 @@ class BatcherConfig:
             raise ValueError("max_queue must be >= 1")
         if self.max_wait_ms < 0:
             raise ValueError("max_wait_ms must be >= 0")
+        if self.max_padding_ratio is not None and self.max_padding_ratio < 1.0:
+            raise ValueError("max_padding_ratio must be >= 1.0 (or None)")
         if self.default_timeout_s is not None and self.default_timeout_s <= 0:
             raise ValueError("default_timeout_s must be > 0 (or None)")
 
@@ -410,37 +417,42 @@ class DynamicBatcher:
                 self._pool = live  # filtering keeps the order
 
     def _select(self) -> list[_Request]:
-        """Oldest request, then its nearest neighbours in length, within both budgets."""
+        """Oldest request, then its nearest neighbours in length, within the budgets."""
         pool = self._pool
         cfg = self.cfg
+        max_tokens = cfg.max_batch_tokens
+        max_ratio = cfg.max_padding_ratio
         anchor = min(range(len(pool)), key=lambda i: pool[i].seq)
-        lo = hi = anchor  # the batch is pool[lo:hi+1]
-        longest = pool[anchor].length
+        base = pool[anchor].length
+        lo = hi = anchor  # the batch is pool[lo:hi+1] (pool is sorted by length)
+        longest = real = base
         count = 1
+
+        def fits(length: int) -> bool:
+            padded = (count + 1) * max(longest, length)
+            if padded > max_tokens:
+                return False
+            return max_ratio is None or padded <= max_ratio * (real + length)
+
         while count < cfg.max_batch_size:
             left = pool[lo - 1] if lo > 0 else None
             right = pool[hi + 1] if hi + 1 < len(pool) else None
-            if left is None and right is None:
-                break
-            base = pool[anchor].length
-            # nearer neighbour first; ties go to the shorter one (cheaper)
-            take_left = right is None or (
-                left is not None and base - left.length <= right.length - base
-            )
-            if take_left:
-                if (count + 1) * longest > cfg.max_batch_tokens:
-                    break  # adding even a shorter one exceeds the budget
+            # nearer neighbour first (ties: the shorter, cheaper one), else the other side
+            if left is not None and (right is None or base - left.length <= right.length - base):
+                order = (left, right)
+            else:
+                order = (right, left)
+            for cand in order:
+                if cand is not None and fits(cand.length):
+                    break
+            else:
+                break  # neither neighbour fits: the batch is complete
+            if cand is left:
                 lo -= 1
             else:
-                new_longest = max(longest, right.length)
-                if (count + 1) * new_longest > cfg.max_batch_tokens:
-                    if left is not None and (count + 1) * longest <= cfg.max_batch_tokens:
-                        lo -= 1
-                    else:
-                        break
-                else:
-                    hi += 1
-                    longest = new_longest
+                hi += 1
+            longest = max(longest, cand.length)
+            real += cand.length
             count += 1
         batch = pool[lo : hi + 1]
         del pool[lo : hi + 1]

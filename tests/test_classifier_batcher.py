@@ -167,6 +167,24 @@ async def test_batch_size_and_token_budget_hold(runner: RecordingRunner) -> None
     assert max(ratios) < 1.5, ratios
 
 
+async def test_max_padding_ratio_holds(runner: RecordingRunner) -> None:
+    texts = _texts(60)
+    b = await _batcher(runner, max_padding_ratio=1.2)
+    runner.hold()
+    try:
+        first = asyncio.ensure_future(b.classify("warm"))
+        await _wait_entered(runner)
+        rest = [asyncio.ensure_future(b.classify(t)) for t in texts]
+        await _settle(b, len(texts))
+        runner.release()
+        await asyncio.wait_for(asyncio.gather(first, *rest), WAIT)
+    finally:
+        await b.close()
+    assert sorted(runner.texts_seen()) == sorted(["warm", *texts])
+    for batch in runner.batches:
+        assert len(batch) * max(map(len, batch)) <= 1.2 * sum(map(len, batch)) + 1e-9
+
+
 async def test_single_request_longer_than_budget_still_runs(runner: RecordingRunner) -> None:
     b = await _batcher(runner, max_batch_tokens=4)
     try:
