@@ -20,7 +20,7 @@ from .constants import CommandId, Status
 from .ids import MessageIdGenerator
 from .metrics import ProxyMetrics
 from .pdu import Pdu
-from .store import MessageRecord, Store
+from .store import GroupCommitter, MessageRecord, Store
 from .transport import ConnectionLost, RequestTimeout, SmppConnection
 from .upstream import NoUpstream, UpstreamPool
 
@@ -56,6 +56,7 @@ class Forwarder:
         self.store = store
         self.ids = ids
         self.metrics = metrics
+        self.saver = GroupCommitter(store)  # id mappings committed in groups, before the resp
 
     def new_record(self, client_id: str, pdu: Pdu, proxy_id: str | None = None) -> MessageRecord:
         now = time.time()
@@ -105,7 +106,7 @@ class Forwarder:
         rec.upstream = res.upstream
         rec.upstream_id = res.upstream_id
         rec.status = "forwarded"
-        await self.store.save_message(rec)
+        await self.saver.save(rec)
         return self._client_resp(pdu, int(Status.ROK), rec.proxy_id, res.resp)
 
     @staticmethod

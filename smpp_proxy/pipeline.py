@@ -265,7 +265,7 @@ class FilteringHandler:
             is_completing = proxy_id == completing
             if res.status == Status.ROK:
                 rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
-                await self.store.save_message(rec)
+                await self.forwarder.saver.save(rec)
                 self.metrics.submits.labels(client.system_id, "forwarded").inc()
                 if is_completing:
                     result = _Outcome(int(Status.ROK), proxy_id, res.resp)
@@ -277,7 +277,7 @@ class FilteringHandler:
             else:
                 # Already answered OK: the client learns of the failure through a receipt.
                 rec.status = "failed"
-                await self.store.save_message(rec)
+                await self.forwarder.saver.save(rec)
                 await self._synth_receipt(client, pdu, proxy_id, "UNDELIV", res.status)
         return result
 
@@ -290,7 +290,7 @@ class FilteringHandler:
                 continue  # answered with the reject status below
             rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             rec.status = "rejected"
-            await self.store.save_message(rec)
+            await self.forwarder.saver.save(rec)
             await self._synth_receipt(client, pdu, proxy_id, "REJECTD", verdict.status)
         return _Outcome(verdict.status, None)
 
@@ -301,7 +301,7 @@ class FilteringHandler:
             self.metrics.submits.labels(client.system_id, "dropped").inc()
             rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             rec.status = "dropped"
-            await self.store.save_message(rec)
+            await self.forwarder.saver.save(rec)
             if verdict.receipt:
                 await self._synth_receipt(client, pdu, proxy_id, verdict.receipt, 0)
         return _Outcome(int(Status.ROK), completing)

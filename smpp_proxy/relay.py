@@ -27,7 +27,17 @@ log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """Per-client dispatchers that drain the persistent outbox into bound receivers."""
+    """Delivery of receipts / MO to clients: direct when possible, else via the persistent outbox.
+
+    ``deliver`` is the fast path: when the client has a bound receiver with window room and
+    nothing older waiting in the outbox, the PDU goes straight to it and ``deliver`` returns once
+    the client acknowledged it; only if that fails (no receiver, error status, timeout) is the
+    PDU written to the store. The caller answers the upstream after ``deliver`` returns, so until
+    then the upstream still owns the message: nothing is lost if the proxy dies in between.
+
+    Per-client dispatchers drain the stored backlog into bound receivers, keeping up to the
+    client's window in flight (pipelined, not batch by batch), with exponential backoff on errors.
+    """
 
     def __init__(
         self, config: ProxyConfig, store: Store, registry: ClientRegistry, metrics: ProxyMetrics | None
@@ -38,11 +48,15 @@ class Outbox:
         self.metrics = metrics
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._backlog: dict[str, int] = {}  # stored items per client (approximate, in memory)
+        self._inflight: dict[str, set] = {}  # stored item ids being sent, per client
+        self._rr = 0
         self._closing = False
         registry.bind_listeners.append(self._on_bind)
 
     async def start(self) -> None:
         for client_id in await self.store.outbox_clients():
+            self._backlog[client_id] = await self.store.outbox_count(client_id)
             self.wake(client_id)
         await self._update_gauge()
 
@@ -52,14 +66,41 @@ class Outbox:
             t.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    def _receiver(self, client_id: str) -> SmppConnection | None:
+        state = self.registry.get(client_id)
+        if state is None:
+            return None
+        window = state.config.window
+        ready = [c for c in state.receivers() if c.session.pending_count() < window]
+        if not ready:
+            return None
+        self._rr = (self._rr + 1) % (1 << 30)
+        return ready[self._rr % len(ready)]
+
+    async def deliver(self, client_id: str, pdu: Pdu) -> str:
+        """Deliver now, or store for later. Returns "relayed" or "queued"."""
+        if not self._backlog.get(client_id):
+            conn = self._receiver(client_id)
+            if conn is not None:
+                try:
+                    resp = await conn.request(pdu.copy())
+                    if resp.command_status == Status.ROK:
+                        return "relayed"
+                    log.info("%s refused %s with %#x; queued", client_id, pdu.name, resp.command_status)
+                except (RequestTimeout, ConnectionLost) as exc:
+                    log.info("delivery to %s failed (%s); queued", client_id, exc)
+        await self.put(client_id, pdu)
+        return "queued"
+
     async def put(self, client_id: str, pdu: Pdu) -> None:
         await self.store.outbox_put(client_id, pdu.encode(), time.time())
+        self._backlog[client_id] = self._backlog.get(client_id, 0) + 1
         if self.metrics:
             self.metrics.outbox_pending.inc()
         self.wake(client_id)
 
     def _on_bind(self, client_id: str, conn: SmppConnection) -> None:
-        if conn.session.state.can_receive:
+        if conn.session.state.can_receive and self._backlog.get(client_id):
             self.wake(client_id)
 
     def wake(self, client_id: str) -> None:
@@ -77,56 +118,88 @@ class Outbox:
 
     async def _run(self, client_id: str) -> None:
         ev = self._wake[client_id]
+        inflight = self._inflight.setdefault(client_id, set())
         retry_min = self.config.dlr.retry_min_s
-        while not self._closing:
-            ev.clear()
-            state = self.registry.get(client_id)
-            receivers = state.receivers() if state else []
-            if not receivers:
-                await ev.wait()  # woken by a bind or a new item
-                continue
-            window = state.config.window if state else 1
-            items = await self.store.outbox_due(client_id, time.time(), limit=max(1, window))
-            if not items:
-                # nothing due now: sleep until woken or until the earliest retry may be due
-                if await self.store.outbox_count(client_id) == 0:
-                    await ev.wait()
-                else:
-                    try:
+        sending: set[asyncio.Task] = set()
+        try:
+            while not self._closing:
+                ev.clear()
+                state = self.registry.get(client_id)
+                if state is None or not state.receivers():
+                    await ev.wait()  # woken by a bind or a new item
+                    continue
+                window = state.config.window * len(state.receivers())
+                room = window - len(inflight)
+                items = []
+                if room > 0:
+                    due = await self.store.outbox_due(client_id, time.time(), limit=window)
+                    items = [it for it in due if it.item_id not in inflight][:room]
+                if not items:
+                    if not self._backlog.get(client_id):
+                        if not inflight:
+                            self._backlog[client_id] = await self.store.outbox_count(client_id)
+                            if not self._backlog[client_id]:
+                                await ev.wait()
+                                continue
+                    try:  # wait for a completion, a new item, a bind, or a retry coming due
                         await asyncio.wait_for(ev.wait(), retry_min)
                     except asyncio.TimeoutError:
                         pass
-                continue
-            await asyncio.gather(
-                *(self._send(receivers[i % len(receivers)], it) for i, it in enumerate(items))
-            )
-        return
+                    continue
+                for it in items:
+                    conn = self._receiver(client_id)
+                    if conn is None:
+                        break
+                    inflight.add(it.item_id)
+                    t = asyncio.ensure_future(self._send(client_id, conn, it, ev))
+                    sending.add(t)
+                    t.add_done_callback(sending.discard)
+                else:
+                    continue
+                await asyncio.sleep(0)  # every receiver full: let responses come in
+                try:
+                    await asyncio.wait_for(ev.wait(), retry_min)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            for t in sending:
+                t.cancel()
 
-    async def _send(self, conn: SmppConnection, item: OutboxItem) -> None:
+    async def _send(self, client_id: str, conn: SmppConnection, item: OutboxItem, ev: asyncio.Event) -> None:
         cfg = self.config.dlr
+        inflight = self._inflight[client_id]
         try:
-            pdu = decode_pdu(item.pdu)
-        except Exception:
-            log.error("outbox item %s is not a valid PDU; discarding", item.item_id)
-            await self.store.outbox_done(item.item_id)
-            return
-        try:
-            resp = await conn.request(pdu)
-            ok = resp.command_status == Status.ROK
-            why = f"status {resp.command_status:#x}"
-        except (RequestTimeout, ConnectionLost) as exc:
-            ok, why = False, str(exc)
-        if ok:
-            await self.store.outbox_done(item.item_id)
+            try:
+                pdu = decode_pdu(item.pdu)
+            except Exception:
+                log.error("outbox item %s is not a valid PDU; discarding", item.item_id)
+                await self._done(client_id, item)
+                return
+            try:
+                resp = await conn.request(pdu)
+                ok = resp.command_status == Status.ROK
+                why = f"status {resp.command_status:#x}"
+            except (RequestTimeout, ConnectionLost) as exc:
+                ok, why = False, str(exc)
+            if ok:
+                await self._done(client_id, item)
+                if self.metrics:
+                    self.metrics.dlr.labels("relayed").inc()
+                return
+            delay = min(cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20)))
+            log.info("delivery to %s failed (%s); retry in %.1fs", client_id, why, delay)
+            await self.store.outbox_retry(item.item_id, time.time() + delay)
+            if self.metrics:
+                self.metrics.dlr.labels("retried").inc()
+        finally:
+            inflight.discard(item.item_id)
+            ev.set()
+
+    async def _done(self, client_id: str, item: OutboxItem) -> None:
+        if await self.store.outbox_done(item.item_id):
+            self._backlog[client_id] = max(0, self._backlog.get(client_id, 1) - 1)
             if self.metrics:
                 self.metrics.outbox_pending.dec()
-                self.metrics.dlr.labels("relayed").inc()
-            return
-        delay = min(cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20)))
-        log.info("delivery to %s failed (%s); retry in %.1fs", conn.system_id, why, delay)
-        await self.store.outbox_retry(item.item_id, time.time() + delay)
-        if self.metrics:
-            self.metrics.dlr.labels("retried").inc()
 
 
 class DeliveryRelay:
@@ -183,9 +256,9 @@ class DeliveryRelay:
             return int(Status.ROK)  # answered and counted; the upstream must not retry forever
         out = pdu.copy()
         rewrite_receipt_id(out, rec.proxy_id)
-        await self.outbox.put(rec.client_id, out)
+        event = await self.outbox.deliver(rec.client_id, out)
         if m:
-            m.dlr.labels("queued").inc()
+            m.dlr.labels(event).inc()
         return int(Status.ROK)
 
     def route_mo(self, destination: str) -> str | None:
@@ -204,7 +277,7 @@ class DeliveryRelay:
             if self.metrics:
                 self.metrics.mo.labels("unmatched").inc()
             return self.config.dlr.unmatched_mo_status
-        await self.outbox.put(client, pdu.copy())
+        event = await self.outbox.deliver(client, pdu)
         if self.metrics:
-            self.metrics.mo.labels("queued").inc()
+            self.metrics.mo.labels(event).inc()
         return int(Status.ROK)

@@ -1324,3 +1324,45 @@ if __name__ == "__main__":  # pragma: no cover
                 asyncio.run(_bench(os.path.join(d, "bench.db")))
     else:
         print("usage: python -m smpp_proxy.store bench [PATH.db | sqlite:///... | redis://...]")
+
+
+class GroupCommitter:
+    """Coalesces ``save_message`` calls made in one event-loop iteration into one transaction.
+
+    A read of 64 pipelined submit_sm_resp from upstream wakes 64 coroutines, each wanting to
+    persist its id mapping before answering its client; one ``save_messages`` of 64 rows costs
+    about a quarter of 64 single commits. Each caller still returns only after its record is
+    committed, so the crash guarantee (nothing acknowledged is lost) is unchanged.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._pending: list[tuple[MessageRecord, asyncio.Future]] = []
+        self._scheduled = False
+
+    async def save(self, rec: MessageRecord) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending.append((rec, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._kick)
+        await fut
+
+    def _kick(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.ensure_future(self._commit(batch))
+
+    async def _commit(self, batch: list[tuple[MessageRecord, asyncio.Future]]) -> None:
+        try:
+            await self.store.save_messages([rec for rec, _ in batch])
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
