@@ -30,6 +30,7 @@ import random
 import statistics
 import string
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -350,6 +351,8 @@ class Result:
     latencies: list[float]
     mean_batch: float
     errors: int
+    cpu_s: float = float("nan")  # process CPU seconds during the run
+    thread_cpu_s: float = float("nan")  # CPU seconds of the inference thread
 
     @property
     def rate(self) -> float:
@@ -366,11 +369,62 @@ class Result:
             + (f"   errors {self.errors}" if self.errors else "")
         )
 
+    def cpu_line(self) -> str:
+        n = self.messages
+        return (
+            f"    CPU per message: process {1000 * self.cpu_s / n:.2f} ms, inference thread "
+            f"{1000 * self.thread_cpu_s / n:.2f} ms ({n / self.cpu_s:.0f} msgs per "
+            f"process-CPU-second; the load from other processes does not count here)"
+        )
 
-async def _drive(call, texts: list[str], concurrency: int) -> tuple[float, list[float], int]:
+
+def _thread_cpu(ident: int | None) -> float:
+    """CPU seconds consumed so far by one thread (NaN where the platform cannot tell)."""
+    if ident is None:
+        return float("nan")
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(ident))
+    except (AttributeError, OSError):
+        return float("nan")
+
+
+async def _drive(
+    call,
+    texts: list[str],
+    concurrency: int,
+    thread_ident: int | None = None,
+    rate: float | None = None,
+) -> tuple[float, list[float], int, float, float]:
+    """Send ``texts``: C closed-loop callers, or (``rate``) open-loop Poisson arrivals at
+    ``rate`` msgs/s. Returns (wall s, latencies, errors, process CPU s, thread CPU s)."""
     it = iter(texts)
     latencies: list[float] = []
     errors = 0
+
+    async def one(text: str) -> None:
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            await call(text)
+        except Exception:  # noqa: BLE001
+            errors += 1
+        latencies.append(time.perf_counter() - t0)
+
+    if rate:
+        rng = random.Random(42)
+        c0, th0 = time.process_time(), _thread_cpu(thread_ident)
+        t0 = time.perf_counter()
+        due = t0
+        tasks = []
+        for text in texts:
+            due += rng.expovariate(rate)
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(one(text)))
+        await asyncio.gather(*tasks)
+        wall = time.perf_counter() - t0
+        return wall, latencies, errors, time.process_time() - c0, _thread_cpu(thread_ident) - th0
 
     async def caller() -> None:
         nonlocal errors
@@ -382,13 +436,19 @@ async def _drive(call, texts: list[str], concurrency: int) -> tuple[float, list[
                 errors += 1
             latencies.append(time.perf_counter() - t0)
 
+    c0, th0 = time.process_time(), _thread_cpu(thread_ident)
     t0 = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return time.perf_counter() - t0, latencies, errors
+    wall = time.perf_counter() - t0
+    return wall, latencies, errors, time.process_time() - c0, _thread_cpu(thread_ident) - th0
 
 
 async def run_unbatched(
-    runner: ModelRunner, texts: list[str], concurrency: int, warm: list[str]
+    runner: ModelRunner,
+    texts: list[str],
+    concurrency: int,
+    warm: list[str],
+    rate: float | None = None,
 ) -> Result:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="unbatched")
     loop = asyncio.get_running_loop()
@@ -408,12 +468,13 @@ async def run_unbatched(
         return await loop.run_in_executor(pool, predict_one, text)
 
     try:
+        ident = await loop.run_in_executor(pool, threading.get_ident)
         await _drive(call, warm, concurrency)
         split[:] = [0.0, 0.0]
-        seconds, lat, errors = await _drive(call, texts, concurrency)
+        seconds, lat, errors, cpu, tcpu = await _drive(call, texts, concurrency, ident, rate)
     finally:
         pool.shutdown(wait=True)
-    res = Result("(a) one-at-a-time", len(texts), seconds, lat, 1.0, errors)
+    res = Result("(a) one-at-a-time", len(texts), seconds, lat, 1.0, errors, cpu, tcpu)
     res.split = (split[0], split[1])  # type: ignore[attr-defined]
     return res
 
@@ -429,7 +490,12 @@ def _split_line(res: Result, tokenize_s: float, forward_s: float) -> str:
 
 
 async def run_batched(
-    runner: ModelRunner, texts: list[str], concurrency: int, warm: list[str], cfg: BatcherConfig
+    runner: ModelRunner,
+    texts: list[str],
+    concurrency: int,
+    warm: list[str],
+    cfg: BatcherConfig,
+    rate: float | None = None,
 ) -> Result:
     batcher = DynamicBatcher(runner, cfg, registry=CollectorRegistry())
     await batcher.start()
@@ -449,13 +515,16 @@ async def run_batched(
             return {n: reg.get_sample_value("smsfw_classifier_" + n) or 0.0 for n in names}
 
         before = snap()
-        seconds, lat, errors = await _drive(batcher.classify, texts, concurrency)
+        ident = batcher._thread.ident if batcher._thread is not None else None
+        seconds, lat, errors, cpu, tcpu = await _drive(
+            batcher.classify, texts, concurrency, ident, rate
+        )
         after = snap()
     finally:
         await batcher.close()
     d = {n: after[n] - before[n] for n in names}
     mean = d["batch_size_sum"] / max(1.0, d["batch_size_count"])
-    res = Result("(b) dynamic batcher", len(texts), seconds, lat, mean, errors)
+    res = Result("(b) dynamic batcher", len(texts), seconds, lat, mean, errors, cpu, tcpu)
     res.padding = d["padding_ratio_sum"] / max(1.0, d["padding_ratio_count"])  # type: ignore
     res.split = (d["tokenize_seconds_sum"], d["inference_seconds_sum"])  # type: ignore
     return res
@@ -486,6 +555,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="'model': load --model; 'mbert-base': random full-size mBERT-base",
     )
     p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: Poisson arrivals at this many msgs/s instead of C closed-loop callers",
+    )
     p.add_argument("--messages", type=int, default=5000)
     p.add_argument(
         "--warmup-messages",
@@ -580,7 +655,13 @@ async def amain(args: argparse.Namespace) -> None:
         f"cpus={os.cpu_count()}"
     )
     print(
-        f"{len(texts)} messages, {args.concurrency} concurrent callers, tokens/msg "
+        f"{len(texts)} messages, "
+        + (
+            f"open loop at {args.rate:g} msgs/s"
+            if args.rate
+            else f"{args.concurrency} concurrent callers"
+        )
+        + ", tokens/msg "
         f"mean {statistics.mean(lengths):.1f} min {min(lengths)} max {max(lengths)}; "
         f"batcher: max_batch_size={args.max_batch_size} "
         f"max_batch_tokens={args.max_batch_tokens} max_wait_ms={args.max_wait_ms} "
@@ -596,13 +677,17 @@ async def amain(args: argparse.Namespace) -> None:
     )
     unbatched = None
     if not args.skip_unbatched:
-        unbatched = await run_unbatched(runner, texts, args.concurrency, warm)
+        unbatched = await run_unbatched(runner, texts, args.concurrency, warm, args.rate)
         print(unbatched.line(), flush=True)
         print(_split_line(unbatched, *unbatched.split), flush=True)  # type: ignore
-    batched = await run_batched(runner, texts, args.concurrency, warm, bcfg)
+        print(unbatched.cpu_line(), flush=True)
+    batched = await run_batched(runner, texts, args.concurrency, warm, bcfg, args.rate)
     print(batched.line() + f"   padding {batched.padding:.2f}", flush=True)  # type: ignore
     print(_split_line(batched, *batched.split), flush=True)  # type: ignore
+    print(batched.cpu_line(), flush=True)
     if unbatched is not None:
+        cpu_ratio = (unbatched.cpu_s / unbatched.messages) / (batched.cpu_s / batched.messages)
+        print(f"CPU-cost ratio (process CPU per message, unbatched/batched): {cpu_ratio:.1f}x")
         print(f"throughput ratio batched/unbatched: {batched.rate / unbatched.rate:.1f}x")
 
 

@@ -99,7 +99,7 @@ class Forwarder:
             "tempfail" if res.upstream is None else "upstream_error"
         )
         if self.metrics:
-            self.metrics.submits.labels(client.system_id, outcome).inc()
+            self.metrics.child(self.metrics.submits, client.system_id, outcome).inc()
         if res.status != Status.ROK:
             return self._client_resp(pdu, res.status, None, res.resp)
         rec = record or self.new_record(client.system_id, pdu)

@@ -195,7 +195,7 @@ class FilteringHandler:
         if res.kind == "duplicate":
             return pdu.response(Status.ROK, message_id=res.proxy_id or proxy_id)
         if res.kind == "overflow":
-            self.metrics.submits.labels(client.system_id, "multipart_overflow").inc()
+            self.metrics.child(self.metrics.submits, client.system_id, "multipart_overflow").inc()
             return pdu.response(Status.RMSGQFUL)
         msg = res.message
         assert msg is not None
@@ -237,7 +237,9 @@ class FilteringHandler:
         policy = self.policy.for_client(client.system_id)
         verdict = await self.classify(policy, msg)
         label = verdict.label or "none"
-        self.pm.messages.labels(client.system_id, label, verdict.enforced, verdict.reason.split(":")[0]).inc()
+        self.metrics.child(
+            self.pm.messages, client.system_id, label, verdict.enforced, verdict.reason.split(":")[0]
+        ).inc()
         if verdict.shadow:
             self.pm.shadow.labels(client.system_id, label, verdict.action).inc()
         if self.audit:
@@ -249,7 +251,7 @@ class FilteringHandler:
         else:
             out = await self._drop(client, msg, completing_proxy_id, verdict)
         started = msg.first_received_at or time.time()
-        self.pm.e2e_latency.labels(verdict.enforced).observe(max(0.0, time.time() - started))
+        self.metrics.child(self.pm.e2e_latency, verdict.enforced).observe(max(0.0, time.time() - started))
         return out
 
     def _parts(self, msg: AssembledMessage) -> list[tuple[Pdu, str]]:
@@ -266,11 +268,11 @@ class FilteringHandler:
             if res.status == Status.ROK:
                 rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
                 await self.forwarder.saver.save(rec)
-                self.metrics.submits.labels(client.system_id, "forwarded").inc()
+                self.metrics.child(self.metrics.submits, client.system_id, "forwarded").inc()
                 if is_completing:
                     result = _Outcome(int(Status.ROK), proxy_id, res.resp)
                 continue
-            self.metrics.submits.labels(client.system_id, "upstream_error").inc()
+            self.metrics.child(self.metrics.submits, client.system_id, "upstream_error").inc()
             if is_completing:
                 # The client hears the upstream's status (or 0x08) and will resubmit this part.
                 result = _Outcome(res.status, None, res.resp)
@@ -285,7 +287,7 @@ class FilteringHandler:
         self, client: ClientConfig, msg: AssembledMessage, completing: str | None, verdict: Verdict
     ) -> _Outcome:
         for pdu, proxy_id in self._parts(msg):
-            self.metrics.submits.labels(client.system_id, "tempfail" if verdict.tempfail else "rejected").inc()
+            self.metrics.child(self.metrics.submits, client.system_id, "tempfail" if verdict.tempfail else "rejected").inc()
             if proxy_id == completing:
                 continue  # answered with the reject status below
             rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
@@ -298,7 +300,7 @@ class FilteringHandler:
         self, client: ClientConfig, msg: AssembledMessage, completing: str | None, verdict: Verdict
     ) -> _Outcome:
         for pdu, proxy_id in self._parts(msg):
-            self.metrics.submits.labels(client.system_id, "dropped").inc()
+            self.metrics.child(self.metrics.submits, client.system_id, "dropped").inc()
             rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             rec.status = "dropped"
             await self.forwarder.saver.save(rec)
@@ -325,7 +327,7 @@ class FilteringHandler:
             submitted_at=time.time(),
         )
         await self.outbox.put(client.system_id, receipt)
-        self.metrics.dlr.labels("synthesized").inc()
+        self.metrics.child(self.metrics.dlr, "synthesized").inc()
 
     # ------------------------------------------------------------------ timeouts
     async def _expiry_loop(self) -> None:

@@ -184,13 +184,13 @@ class Outbox:
             if ok:
                 await self._done(client_id, item)
                 if self.metrics:
-                    self.metrics.dlr.labels("relayed").inc()
+                    self.metrics.child(self.metrics.dlr, "relayed").inc()
                 return
             delay = min(cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20)))
             log.info("delivery to %s failed (%s); retry in %.1fs", client_id, why, delay)
             await self.store.outbox_retry(item.item_id, time.time() + delay)
             if self.metrics:
-                self.metrics.dlr.labels("retried").inc()
+                self.metrics.child(self.metrics.dlr, "retried").inc()
         finally:
             inflight.discard(item.item_id)
             ev.set()
@@ -246,19 +246,19 @@ class DeliveryRelay:
     async def _receipt(self, upstream: str, pdu: Pdu) -> int:
         m = self.metrics
         if m:
-            m.dlr.labels("received").inc()
+            m.child(m.dlr, "received").inc()
         info = parse_receipt(pdu)
         rec = await self.lookup(upstream, info.message_id) if info.message_id else None
         if rec is None:
             log.warning("receipt from %s for unknown message id %r", upstream, info.message_id)
             if m:
-                m.dlr.labels("unmatched").inc()
+                m.child(m.dlr, "unmatched").inc()
             return int(Status.ROK)  # answered and counted; the upstream must not retry forever
         out = pdu.copy()
         rewrite_receipt_id(out, rec.proxy_id)
         event = await self.outbox.deliver(rec.client_id, out)
         if m:
-            m.dlr.labels(event).inc()
+            m.child(m.dlr, event).inc()
         return int(Status.ROK)
 
     def route_mo(self, destination: str) -> str | None:
@@ -275,9 +275,9 @@ class DeliveryRelay:
         if client is None:
             log.warning("MO to %r matches no client's mo_prefixes", dst)
             if self.metrics:
-                self.metrics.mo.labels("unmatched").inc()
+                self.metrics.child(self.metrics.mo, "unmatched").inc()
             return self.config.dlr.unmatched_mo_status
         event = await self.outbox.deliver(client, pdu)
         if self.metrics:
-            self.metrics.mo.labels(event).inc()
+            self.metrics.child(self.metrics.mo, event).inc()
         return int(Status.ROK)

@@ -140,7 +140,7 @@ class _ClientHandler:
             assert client is not None  # the session only lets bound transmitters submit
             if not client.bucket.take():
                 if srv.metrics:
-                    srv.metrics.submits.labels(client.config.system_id, "throttled").inc()
+                    srv.metrics.child(srv.metrics.submits, client.config.system_id, "throttled").inc()
                 conn.respond(pdu.response(Status.RTHROTTLED))
                 return
             srv._spawn(self._submit(conn, client, pdu))
@@ -160,7 +160,7 @@ class _ClientHandler:
         conn.respond(resp)
         m = self.server.metrics
         if m:
-            m.submit_latency.labels(client.config.system_id).observe(time.perf_counter() - t0)
+            m.child(m.submit_latency, client.config.system_id).observe(time.perf_counter() - t0)
 
     async def _control(self, conn: SmppConnection, client: ClientState, pdu: Pdu) -> None:
         try:
@@ -196,7 +196,7 @@ class _ClientHandler:
                 "bind refused: system_id=%r from %s status=%#x", system_id, conn.peer_ip, int(status)
             )
             if srv.metrics:
-                srv.metrics.bind_failures.labels(f"{int(status):#04x}").inc()
+                srv.metrics.child(srv.metrics.bind_failures, f"{int(status):#04x}").inc()
             conn.respond(pdu.response(status))
             self.bind_failures += 1
             if self.bind_failures >= MAX_BIND_FAILURES:
@@ -209,7 +209,7 @@ class _ClientHandler:
         bind_name = _BIND_NAMES[pdu.command_id]
         log.info("client %s bound as %s from %s:%s", system_id, bind_name, conn.peer_ip, conn.peer_port)
         if srv.metrics:
-            srv.metrics.bound_sessions.labels(system_id, bind_name).inc()
+            srv.metrics.child(srv.metrics.bound_sessions, system_id, bind_name).inc()
         self._bind_name = bind_name
         srv.registry.add(system_id, conn)
 
@@ -220,7 +220,7 @@ class _ClientHandler:
             sid = self.client.config.system_id
             srv.registry.remove(sid, conn)
             if srv.metrics:
-                srv.metrics.bound_sessions.labels(sid, self._bind_name).dec()
+                srv.metrics.child(srv.metrics.bound_sessions, sid, self._bind_name).dec()
             log.info("client %s session from %s:%s closed", sid, conn.peer_ip, conn.peer_port)
 
 

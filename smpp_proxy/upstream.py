@@ -248,5 +248,5 @@ class UpstreamPool:
             self._room.set()
         dt = time.perf_counter() - t0
         if self.metrics:
-            self.metrics.upstream_latency.labels(name).observe(dt)
+            self.metrics.child(self.metrics.upstream_latency, name).observe(dt)
         return name, resp, dt
