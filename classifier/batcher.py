@@ -256,7 +256,8 @@ class DynamicBatcher:
                     self.cfg.join_timeout_s,
                 )
             await asyncio.sleep(0)  # let already scheduled result deliveries run first
-            self._thread.join(timeout=0.05)
+            if self._stopped.is_set():  # the thread has left its loop: joining is immediate
+                self._thread.join(timeout=1.0)
         for req in list(self._outstanding):
             self._resolve(req, BatcherClosed("batcher closed while the request was running"))
         self._closed = True
@@ -457,6 +458,8 @@ class DynamicBatcher:
         batch = pool[lo : hi + 1]
         del pool[lo : hi + 1]
         with self._cond:
+            if self._closing:  # close() fails these requests; do not start a new batch
+                return []
             for r in batch:
                 r.running = True
                 if r.counted:

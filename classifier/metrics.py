@@ -102,8 +102,8 @@ class BatcherMetrics:
             labelnames=("outcome",),
             registry=r,
         )
-        for outcome in OUTCOMES:  # export every series from the start
-            self.requests_total.labels(outcome=outcome)
+        # every series exported from the start; children cached for the hot path
+        self._by_outcome = {o: self.requests_total.labels(outcome=o) for o in OUTCOMES}
         self.rejected_total = Counter(
             PREFIX + "rejected",
             "Requests rejected because the queue was full (Overloaded).",
@@ -130,7 +130,10 @@ class BatcherMetrics:
         self.queue_depth.set_function(fn)
 
     def outcome(self, outcome: str, n: int = 1) -> None:
-        self.requests_total.labels(outcome=outcome).inc(n)
+        child = self._by_outcome.get(outcome)
+        if child is None:
+            child = self._by_outcome[outcome] = self.requests_total.labels(outcome=outcome)
+        child.inc(n)
         if outcome == OUTCOME_REJECTED:
             self.rejected_total.inc(n)
         elif outcome == OUTCOME_EXPIRED:
