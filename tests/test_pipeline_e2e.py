@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from smpp_proxy.constants import CommandId, Status
@@ -18,7 +20,7 @@ from smpp_proxy.udh import build_udh, split_udh
 
 from .proxy_harness import REPO, proxy_config_dict, start_proxy, wait_until, wait_upstream_bound
 
-MODEL = REPO / "classifier" / "models" / "default"
+MODEL = Path(os.environ.get("SMSFW_TEST_MODEL_DIR", REPO / "classifier" / "models" / "default"))
 pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(not (MODEL / "config.json").exists(), reason="default model not built"),
@@ -251,7 +253,9 @@ async def test_sighup_with_broken_file_keeps_old_policy(fproxy, simulator, smppl
         await asyncio.sleep(0.3)
         assert (await asyncio.to_thread(c.submit, PHISHING_GSM)).status == 0x45
         # a valid change applies without dropping the bind
-        cfg_path.write_text(good_text.replace("mode: enforce", "mode: shadow"))
+        shadow = yaml.safe_load(good_text)
+        shadow["policy"]["mode"] = "shadow"
+        cfg_path.write_text(yaml.safe_dump(shadow))
         os.kill(os.getpid(), signal.SIGHUP)
         await wait_until(lambda: app.config.policy.mode == "shadow", 5)
         assert (await asyncio.to_thread(c.submit, PHISHING_GSM)).status == 0
