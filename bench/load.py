@@ -750,13 +750,16 @@ def start_proxy(args: argparse.Namespace, workdir: Path, sim_port: int) -> tuple
     if not model_dir.is_absolute():
         model_dir = REPO / model_dir
     use_classifier = args.classifier == "on" or (args.classifier == "auto" and model_dir.exists())
-    if use_classifier:
+    if args.classifier == "stub":
+        classifier = "classifier:\n  enabled: true\n"
+    elif use_classifier:
         classifier = (f"classifier:\n  enabled: true\n  model_dir: {model_dir}\n"
                       f"  device: {args.classifier_device}\n")
     else:
         classifier = "classifier:\n  enabled: false\n"
-    print(f"proxy classifier: {'on (' + str(model_dir) + ')' if use_classifier else 'off'}",
-          flush=True)
+    shown = ("stub (constant verdict, full pipeline)" if args.classifier == "stub"
+             else "on (" + str(model_dir) + ")" if use_classifier else "off")
+    print(f"proxy classifier: {shown}", flush=True)
     cfg.write_text(PROXY_YAML.format(
         classifier=classifier,
         proxy_port=port, sim_port=sim_port, system_id=args.system_id, password=args.password,
@@ -769,8 +772,9 @@ def start_proxy(args: argparse.Namespace, workdir: Path, sim_port: int) -> tuple
             fh.write(Path(args.proxy_config_extra).read_text())
     log = open(workdir / "proxy.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "smpp_proxy", "run", "--config", str(cfg),
-         "--log-level", args.proxy_log_level],
+        ([sys.executable, str(REPO / "bench" / "stub_proxy.py")] if args.classifier == "stub"
+         else [sys.executable, "-m", "smpp_proxy", "run"])
+        + ["--config", str(cfg), "--log-level", args.proxy_log_level],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -845,8 +849,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-port", type=int, default=None)
     p.add_argument("--upstream-binds", type=int, default=2, help="proxy -> simulator binds")
     p.add_argument("--upstream-window", type=int, default=256, help="proxy -> simulator window")
-    p.add_argument("--classifier", choices=["auto", "on", "off"], default="auto",
-                   help="proxy classifier: auto = on when --model-dir exists (default)")
+    p.add_argument("--classifier", choices=["auto", "on", "off", "stub"], default="auto",
+                   help="proxy classifier: auto = on when --model-dir exists (default); "
+                        "stub = the whole filtering pipeline with a constant verdict "
+                        "(bench/stub_proxy.py), to separate pipeline cost from inference")
     p.add_argument("--model-dir", default="classifier/models/default")
     p.add_argument("--classifier-device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--proxy-config-extra", default=None, help="YAML appended to the generated proxy config")
