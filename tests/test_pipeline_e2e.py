@@ -305,3 +305,20 @@ async def test_metrics_show_verdicts_batches_and_latency(fproxy, simulator, smpp
     count = [s.value for s in fams["smsfw_classifier_batch_size"].samples
              if s.name == "smsfw_classifier_batch_size_count"]
     assert count and count[0] >= 1
+
+
+async def test_audit_log_records_verdicts_with_hashed_text(fproxy, simulator, smpplib_client, tmp_path):
+    import hashlib
+    import json
+
+    audit = tmp_path / "audit.jsonl"
+    app = await fproxy(audit={"enabled": True, "path": str(audit), "text": "hash"})
+    c = await smpplib_client(app.server.port, system_id="acme", password="secret")
+    assert (await asyncio.to_thread(c.submit, PHISHING_GSM, source="4470111")).status == 0x45
+    [line] = audit.read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["client"] == "acme" and rec["source"] == "4470111"
+    assert rec["label"] == "phishing" and rec["action"] == "reject"
+    assert set(rec["probs"]) == {"ham", "spam", "phishing"}
+    assert rec["text_sha256"] == hashlib.sha256(PHISHING_GSM.encode()).hexdigest()
+    assert "text" not in rec

@@ -456,3 +456,78 @@ async def test_metrics_endpoint_counts_pdus(proxy, smpplib_client):
 def test_parse_receipt_helper_matches_smpplib_format():
     p = Pdu(int(CommandId.DELIVER_SM), params={"esm_class": 4, "short_message": b"id:abc stat:DELIVRD"})
     assert parse_receipt(p).message_id == "abc"
+
+
+async def test_receipt_with_decimal_id_in_text_and_no_tlv_is_matched(tmp_path, make_simulator, smpplib_client):
+    # the upstream answers submit_sm with a hex id but writes the receipt id in decimal, zero
+    # padded, with no receipted_message_id TLV
+    sim = await make_simulator(id_format="hex", receipt_id_in_text="decimal_zero_padded",
+                               receipt_tlv=False)
+    app = await start_proxy(proxy_config_dict(sim.port, tmp_path / "p.db"))
+    try:
+        await wait_upstream_bound(app, 2)
+        c = await smpplib_client(app.server.port, system_id="acme", password="secret")
+        res = await asyncio.to_thread(c.submit, "decimal receipt", registered_delivery=1)
+        [dlr] = await asyncio.to_thread(c.receipts, 1, 10)
+        assert _receipt_id(dlr)[0] == res.message_id
+        assert app.metrics.dlr.labels("unmatched")._value.get() == 0
+    finally:
+        await app.stop()
+
+
+async def test_transmitter_receiver_pair_upstream(tmp_path, make_simulator, smpplib_client):
+    sim = await make_simulator()
+    cfg = proxy_config_dict(sim.port, tmp_path / "p.db")
+    cfg["upstreams"][0].update(bind_mode="transmitter_receiver", binds=1)
+    app = await start_proxy(cfg)
+    try:
+        await sim.wait_for_bind(2, timeout=10)
+        await wait_upstream_bound(app, 1)
+        c = await smpplib_client(app.server.port, system_id="acme", password="secret")
+        res = await asyncio.to_thread(c.submit, "via a tx/rx pair", registered_delivery=1)
+        assert res.status == 0
+        [dlr] = await asyncio.to_thread(c.receipts, 1, 10)  # came in on the receiver bind
+        assert _receipt_id(dlr)[0] == res.message_id
+    finally:
+        await app.stop()
+
+
+def test_check_config_cli_and_run_refuses_invalid_file(tmp_path):
+    import subprocess
+    import sys
+
+    from .proxy_harness import REPO
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams:\n  - name: a\n    host: h\n    system_id: s\n    port: 99999\n")
+    for cmd in ("check-config", "run"):
+        p = subprocess.run([sys.executable, "-m", "smpp_proxy", cmd, "--config", str(bad)],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2, (cmd, p.stdout, p.stderr)
+        assert "upstreams[0].port (line 5)" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "smpp_proxy", "check-config", "--config",
+                        str(REPO / "config" / "proxy.yaml")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and "OK" in p.stdout
+
+
+async def test_health_and_readiness_endpoints(tmp_path, make_simulator):
+    sim = await make_simulator()
+    app = await start_proxy(proxy_config_dict(sim.port, tmp_path / "p.db", metrics_port=0))
+
+    async def get(path: str) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.metrics_server.bound_port)
+        writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+
+    try:
+        assert (await get("/healthz")).startswith(b"HTTP/1.1 200")
+        await wait_upstream_bound(app, 2)
+        assert (await get("/readyz")).startswith(b"HTTP/1.1 200")
+        await sim.stop(unbind_timeout=0.5)
+        await wait_until(lambda: app.pool.bound_count() == 0, 10)
+        assert (await get("/readyz")).startswith(b"HTTP/1.1 503")
+    finally:
+        await app.stop()
