@@ -533,6 +533,15 @@ async def run_batched(
 # --------------------------------------------------------------------------- main
 
 
+def _ratio(s: str) -> float | str | None:
+    s = s.strip().lower()
+    if s == "none":
+        return None
+    if s == "auto":
+        return "auto"
+    return float(s)
+
+
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -583,9 +592,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-wait-ms", type=float, default=0.0)
     p.add_argument(
         "--max-padding-ratio",
-        type=float,
-        default=None,
-        help="cap on padded/real tokens per batch (BatcherConfig.max_padding_ratio)",
+        type=_ratio,
+        default="auto",
+        help="cap on padded/real tokens per batch: a number, 'auto' (1.2 on CPU, none on "
+        "GPU) or 'none' (BatcherConfig.max_padding_ratio)",
     )
     p.add_argument(
         "--batch-sizes",

@@ -146,7 +146,7 @@ async def test_batch_size_and_token_budget_hold(runner: RecordingRunner) -> None
     mixed = [t for pair in zip(short, long, strict=True) for t in pair]
     lengths = runner.token_lengths(mixed)
     budget = 4 * max(lengths)  # at most 4 long ones, more short ones
-    b = await _batcher(runner, max_batch_size=8, max_batch_tokens=budget)
+    b = await _batcher(runner, max_batch_size=8, max_batch_tokens=budget, max_padding_ratio=None)
     runner.hold()
     try:
         first = asyncio.ensure_future(b.classify("warm"))
@@ -185,6 +185,16 @@ async def test_max_padding_ratio_holds(runner: RecordingRunner) -> None:
         assert len(batch) * max(map(len, batch)) <= 1.2 * sum(map(len, batch)) + 1e-9
 
 
+def test_padding_ratio_auto_depends_on_device(runner: RecordingRunner) -> None:
+    assert DynamicBatcher(runner).max_padding_ratio == 1.2  # CPU runner
+    assert DynamicBatcher(runner, BatcherConfig(max_padding_ratio=None)).max_padding_ratio is None
+    assert DynamicBatcher(runner, BatcherConfig(max_padding_ratio=1.5)).max_padding_ratio == 1.5
+    with pytest.raises(ValueError):
+        BatcherConfig(max_padding_ratio=0.9)
+    with pytest.raises(ValueError):
+        BatcherConfig(max_padding_ratio="sometimes")
+
+
 async def test_single_request_longer_than_budget_still_runs(runner: RecordingRunner) -> None:
     b = await _batcher(runner, max_batch_tokens=4)
     try:
@@ -213,7 +223,7 @@ async def test_oldest_request_is_not_starved(runner: RecordingRunner) -> None:
 
 
 async def test_max_wait_ms_gathers_a_batch(runner: RecordingRunner) -> None:
-    b = await _batcher(runner, max_wait_ms=300.0)
+    b = await _batcher(runner, max_wait_ms=300.0, max_padding_ratio=None)
     try:
         first = asyncio.ensure_future(b.classify("first"))
         await asyncio.sleep(0.03)
