@@ -126,6 +126,7 @@ class _Outcome:
     status: int
     proxy_id: str | None
     resp: Pdu | None = None
+    action: str = "forward"  # the enforced action that produced this outcome
 
 
 class FilteringHandler:
@@ -155,6 +156,10 @@ class FilteringHandler:
         self.audit = AuditLog(config.audit.path, config.audit.text) if config.audit.enabled else None
         self._expiry_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        # Completing parts answered with an error, by proxy id: (status, enforced action, when).
+        # The assembler remembers finished messages and reports a retransmitted part as a
+        # "duplicate"; for these parts that must not turn into a silent OK (see handle_submit).
+        self._refused: dict[str, tuple[int, str, float]] = {}
 
     @staticmethod
     def _build_policy(config: ProxyConfig) -> PolicyEngine:
@@ -193,16 +198,44 @@ class FilteringHandler:
         if res.kind == "held":
             return pdu.response(Status.ROK, message_id=res.proxy_id or proxy_id)
         if res.kind == "duplicate":
+            refused = self._refused.get(res.proxy_id or "")
+            if refused is not None:
+                return await self._retry_refused(client, pdu, res.proxy_id or proxy_id, refused)
             return pdu.response(Status.ROK, message_id=res.proxy_id or proxy_id)
         if res.kind == "overflow":
             self.metrics.child(self.metrics.submits, client.system_id, "multipart_overflow").inc()
             return pdu.response(Status.RMSGQFUL)
         msg = res.message
         assert msg is not None
-        out = await self._process(client, msg, completing_proxy_id=res.proxy_id or proxy_id)
+        completing = res.proxy_id or proxy_id
+        out = await self._process(client, msg, completing_proxy_id=completing)
         if out.status != Status.ROK:
+            if msg.key is not None:
+                self._refused[completing] = (out.status, out.action, time.monotonic())
             return pdu.response(out.status)
         return self.forwarder._client_resp(pdu, int(Status.ROK), out.proxy_id, out.resp)
+
+    async def _retry_refused(
+        self, client: ClientConfig, pdu: Pdu, proxy_id: str, refused: tuple[int, str, float]
+    ) -> Pdu:
+        """A client resubmits the completing part it was refused.
+
+        If the message was to be forwarded and only the upstream failed (0x08, a full queue),
+        the verdict stands: forward this part now. A blocked message stays blocked: the same
+        status again, never a silent OK for a part that went nowhere.
+        """
+        status, action, _ = refused
+        if action != "forward":
+            return pdu.response(status)
+        res = await self.forwarder.forward(pdu)
+        if res.status != Status.ROK:
+            return self.forwarder._client_resp(pdu, res.status, None, res.resp)
+        rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
+        rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
+        await self.forwarder.saver.save(rec)
+        self._refused.pop(proxy_id, None)
+        self.metrics.child(self.metrics.submits, client.system_id, "forwarded").inc()
+        return self.forwarder._client_resp(pdu, int(Status.ROK), proxy_id, res.resp)
 
     # ------------------------------------------------------------------ the pipeline
     async def classify(self, policy: ClientPolicy, msg: AssembledMessage) -> Verdict:
@@ -294,7 +327,7 @@ class FilteringHandler:
             rec.status = "rejected"
             await self.forwarder.saver.save(rec)
             await self._synth_receipt(client, pdu, proxy_id, "REJECTD", verdict.status)
-        return _Outcome(verdict.status, None)
+        return _Outcome(verdict.status, None, action="reject")
 
     async def _drop(
         self, client: ClientConfig, msg: AssembledMessage, completing: str | None, verdict: Verdict
@@ -306,7 +339,7 @@ class FilteringHandler:
             await self.forwarder.saver.save(rec)
             if verdict.receipt:
                 await self._synth_receipt(client, pdu, proxy_id, verdict.receipt, 0)
-        return _Outcome(int(Status.ROK), completing)
+        return _Outcome(int(Status.ROK), completing, action="drop")
 
     async def _synth_receipt(
         self, client: ClientConfig, pdu: Pdu, proxy_id: str, stat: str, err: int
@@ -340,6 +373,9 @@ class FilteringHandler:
             except Exception:
                 log.exception("multipart expiry failed")
                 continue
+            horizon = time.monotonic() - 2 * self.config.multipart.timeout_s
+            for pid in [p for p, (_, _, t) in self._refused.items() if t < horizon]:
+                del self._refused[pid]
             for msg in expired:
                 self.pm.multipart_timeouts.inc()
                 client = self._client(msg.client_id)

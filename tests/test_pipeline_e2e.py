@@ -322,3 +322,26 @@ async def test_audit_log_records_verdicts_with_hashed_text(fproxy, simulator, sm
     assert set(rec["probs"]) == {"ham", "spam", "phishing"}
     assert rec["text_sha256"] == hashlib.sha256(PHISHING_GSM.encode()).hexdigest()
     assert "text" not in rec
+
+
+async def test_completing_part_refused_upstream_is_forwarded_on_retry(fproxy, simulator, smpplib_client):
+    app = await fproxy()
+    c = await smpplib_client(app.server.port, system_id="acme", password="secret")
+    parts = split_parts(HAM.encode("ascii"), 2, ref=0x33)
+    first = await asyncio.to_thread(c.submit, parts[0], esm_class=0x40, registered_delivery=1)
+    assert first.status == 0
+    simulator.set_fault(reject_status=0x14)  # the SMSC's queue is full for a moment
+    r = await asyncio.to_thread(c.submit, parts[1], esm_class=0x40, registered_delivery=1)
+    assert r.status == 0x14  # the upstream's status, unchanged
+    [undeliv] = await asyncio.to_thread(c.receipts, 1, 10)  # part 1 was answered OK earlier
+    assert id_of(undeliv) == first.message_id and stat_of(undeliv) == "UNDELIV"
+    simulator.clear_faults()
+    retry = await asyncio.to_thread(c.submit, parts[1], esm_class=0x40, registered_delivery=1)
+    assert retry.status == 0 and retry.message_id
+    fwd = await simulator.wait_for_submits(1, timeout=10)
+    assert fwd[-1].params["short_message"] == parts[1]
+    # a blocked message stays blocked when its completing part is resubmitted
+    bad = split_parts(PHISHING_GSM.encode("ascii"), 2, ref=0x34)
+    assert (await asyncio.to_thread(c.submit, bad[0], esm_class=0x40, registered_delivery=0)).status == 0
+    assert (await asyncio.to_thread(c.submit, bad[1], esm_class=0x40, registered_delivery=0)).status == 0x45
+    assert (await asyncio.to_thread(c.submit, bad[1], esm_class=0x40, registered_delivery=0)).status == 0x45
