@@ -698,6 +698,8 @@ async def amain(args: argparse.Namespace) -> None:
     if unbatched is not None:
         cpu_ratio = (unbatched.cpu_s / unbatched.messages) / (batched.cpu_s / batched.messages)
         print(f"CPU-cost ratio (process CPU per message, unbatched/batched): {cpu_ratio:.1f}x")
+        if args.rate:
+            print("(open loop: each mode's throughput is capped by the offered rate)")
         print(f"throughput ratio batched/unbatched: {batched.rate / unbatched.rate:.1f}x")
 
 

@@ -8,6 +8,7 @@ deterministically, then call the real implementation.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from pathlib import Path
@@ -540,3 +541,27 @@ async def test_batcher_on_cuda_fp16() -> None:
     finally:
         await b.close()
     assert len(preds) == 64
+
+
+def test_bench_script_smoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/batcher.py runs end to end (tiny model, a few messages)."""
+    import importlib.util
+
+    from .conftest_classifier import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny")
+    path = Path(__file__).resolve().parent.parent / "bench" / "batcher.py"
+    spec = importlib.util.spec_from_file_location("bench_batcher", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_batcher", bench)  # dataclasses look it up
+    spec.loader.exec_module(bench)
+    texts = bench.make_texts(200, seed=3)
+    assert len(set(texts)) > 150 and max(map(len, texts)) > 160 and min(map(len, texts)) < 20
+    bench.main(["--model", str(model), "--concurrency", "8", "--messages", "40", "--device", "cpu"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("throughput ratio batched/unbatched:")
+    assert any(line.startswith("(a) one-at-a-time") for line in lines)
+    assert any(line.startswith("(b) dynamic batcher") for line in lines)
