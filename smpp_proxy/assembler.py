@@ -303,6 +303,29 @@ class _KeyLocks:
             if entry[1] == 0:
                 self._locks.pop(key, None)
 
+    async def acquire(self, key: str) -> None:
+        """Take the key's lock without a context manager; pair with :meth:`release`."""
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            await entry[0].acquire()
+        except BaseException:
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._locks.pop(key, None)
+            raise
+
+    def release(self, key: str) -> None:
+        entry = self._locks.get(key)
+        if entry is None:
+            return
+        entry[0].release()
+        entry[1] -= 1
+        if entry[1] == 0:
+            self._locks.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._locks)
 
@@ -368,6 +391,7 @@ class Assembler:
         max_pending: int = 10000,
         metrics: Any = None,
         smsc_default: str = Alphabet.GSM7,
+        defer_release: bool = False,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -388,6 +412,12 @@ class Assembler:
         self._done: OrderedDict[str, _Done] = OrderedDict()
         self._locks = _KeyLocks()
         self._bad_udh_log = _RateLimitedLog()
+        # defer_release: a completed (or expired) message keeps its parts in the store and its
+        # key locked until the caller has carried out the verdict and calls release(key). A
+        # crash in between leaves a complete group in the store, which restore() hands out
+        # again; a retransmitted part waits on the lock and then sees the outcome.
+        self.defer_release = defer_release
+        self._unreleased: set[str] = set()
 
     # -- introspection --------------------------------------------------------------------------
 
@@ -434,8 +464,54 @@ class Assembler:
         dst = str(pdu.params.get("destination_addr", "") or "")
         key = group_key(client_id, src, dst, info.reference, info.total)
         digest = _digest(pdu)
-        async with self._locks.hold(key):
-            return await self._add_part(key, client_id, info, pdu, proxy_id, now, raw, digest)
+        await self._locks.acquire(key)
+        result: AddResult | None = None
+        try:
+            result = await self._add_part(key, client_id, info, pdu, proxy_id, now, raw, digest)
+            return result
+        finally:
+            if key not in self._unreleased:
+                self._locks.release(key)
+
+    async def release(self, key: str, delete: bool = True) -> None:
+        """``defer_release``: the verdict on the message of ``key`` has been carried out;
+        delete its parts from the store and let other parts of that key through."""
+        if key not in self._unreleased:
+            return
+        try:
+            if delete:
+                await self.store.part_delete(key)
+        except Exception:
+            # the parts stay stored: after a restart the message would be handled again
+            log.exception("assembler: cannot delete the parts of %s", key)
+        finally:
+            self._unreleased.discard(key)
+            self._locks.release(key)
+
+    async def reopen(self, key: str, seqnum: int) -> None:
+        """``defer_release``: the completing part ``seqnum`` was refused with a temporary
+        error; hold the other parts again (same timeout) so that its resubmission completes
+        the message once more, and release the key."""
+        if key not in self._unreleased:
+            return
+        try:
+            held = [p for p in await self.store.part_list(key) if p.seqnum != seqnum]
+            await self.store.part_delete(key)
+            for p in held:
+                await self.store.part_put(p)
+            self._done.pop(key, None)
+            if held:
+                group = self._new_group(key, _client_of(key, held), held[0].total,
+                                        min(p.received_at for p in held))
+                for p in held:
+                    group.parts[p.seqnum] = (p.proxy_id, _stored_digest(p))
+                    self._held += 1
+                self._update_gauges()
+        except Exception:
+            log.exception("assembler: cannot reopen %s", key)
+        finally:
+            self._unreleased.discard(key)
+            self._locks.release(key)
 
     def _concat(self, client_id: str, pdu: Pdu) -> ConcatInfo | None:
         try:
@@ -591,7 +667,11 @@ class Assembler:
         current = HeldPart(
             key, seq, group.total, self._raw(pdu, raw), proxy_id, now, {"client": client_id}
         )
-        await self.store.part_delete(key)
+        if self.defer_release:
+            await self.store.part_put(current)  # the whole message is in the store now
+            self._unreleased.add(key)
+        else:
+            await self.store.part_delete(key)
         self._forget(group)
         parts = [p for p in held if p.seqnum != seq] + [current]
         msg = self._build(key, group.client_id, group.total, parts, {seq: pdu})
@@ -635,13 +715,15 @@ class Assembler:
             group = self._groups.get(key)
             if group is None or group.gen != gen or group.deadline != deadline:
                 continue
-            async with self._locks.hold(key):
+            await self._locks.acquire(key)
+            try:
                 group = self._groups.get(key)
                 if group is None or group.gen != gen or group.deadline != deadline:
                     continue  # completed, re-created or re-armed while we waited
                 try:
                     held = await self.store.part_list(key)
-                    await self.store.part_delete(key)
+                    if not self.defer_release:
+                        await self.store.part_delete(key)
                 except Exception:
                     log.exception("assembler: cannot release %s from the store; retrying", key)
                     group.deadline = now + _STORE_RETRY_S
@@ -651,7 +733,12 @@ class Assembler:
                 msg = self._build(key, group.client_id, group.total, held, {})
                 self._remember(key, group, now)
                 out.append(msg)
+                if self.defer_release:
+                    self._unreleased.add(key)  # the lock stays held until release(key)
                 self._metrics.event("expired")
+            finally:
+                if key not in self._unreleased:
+                    self._locks.release(key)
         for item in retry:
             heapq.heappush(self._heap, item)
         return out

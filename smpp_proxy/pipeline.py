@@ -36,7 +36,7 @@ from .dlr import build_receipt
 from .forwarder import Forwarder
 from .metrics import LATENCY_BUCKETS, ProxyMetrics
 from .pdu import Pdu
-from .policy import ClientPolicy, PolicyEngine, Verdict
+from .policy import TEMPORARY_STATUSES, ClientPolicy, PolicyEngine, Verdict
 from .relay import Outbox
 from .store import Store
 from .transport import SmppConnection
@@ -130,6 +130,7 @@ class _Outcome:
 
 
 class FilteringHandler:
+    FORWARD_RETRIES = 4  # temporary upstream errors on already-acknowledged parts: ~4 s in all
     def __init__(
         self,
         config: ProxyConfig,
@@ -151,6 +152,7 @@ class FilteringHandler:
             timeout_s=config.multipart.timeout_s,
             max_pending=config.multipart.max_pending,
             metrics=self.pm,
+            defer_release=True,  # parts leave the store only once the verdict is carried out
         )
         self.policy = self._build_policy(config)
         self.audit = AuditLog(config.audit.path, config.audit.text) if config.audit.enabled else None
@@ -208,10 +210,22 @@ class FilteringHandler:
         msg = res.message
         assert msg is not None
         completing = res.proxy_id or proxy_id
-        out = await self._process(client, msg, completing_proxy_id=completing)
-        if out.status != Status.ROK:
-            if msg.key is not None:
+        out: _Outcome | None = None
+        try:
+            out = await self._process(client, msg, completing_proxy_id=completing)
+            if out.status != Status.ROK and msg.key is not None and out.action != "tempfail":
+                # before the key is released: a resubmission waiting on it must see this
                 self._refused[completing] = (out.status, out.action, time.monotonic())
+        finally:
+            if msg.key is not None:
+                if out is None or out.action == "tempfail":
+                    # failed or tempfailed: hold the other parts again, so the client's retry
+                    # of this part completes the message and re-runs the verdict
+                    seq = next(p.seqnum for p in msg.parts if p.proxy_id == completing)
+                    await self.assembler.reopen(msg.key, seq)
+                else:
+                    await self.assembler.release(msg.key)
+        if out.status != Status.ROK:
             return pdu.response(out.status)
         return self.forwarder._client_resp(pdu, int(Status.ROK), out.proxy_id, out.resp)
 
@@ -279,6 +293,10 @@ class FilteringHandler:
             self.audit.write(client.system_id, msg, verdict)
         if verdict.enforced == "forward":
             out = await self._forward(client, msg, completing_proxy_id)
+        elif verdict.tempfail and completing_proxy_id is not None:
+            # the classifier could not answer: the client retries later, nothing is final
+            self.metrics.child(self.metrics.submits, client.system_id, "tempfail").inc()
+            out = _Outcome(verdict.status, None, action="tempfail")
         elif verdict.action == "reject":
             out = await self._reject(client, msg, completing_proxy_id, verdict)
         else:
@@ -295,9 +313,19 @@ class FilteringHandler:
     ) -> _Outcome:
         result = _Outcome(int(Status.ROK), completing)
         for pdu, proxy_id in self._parts(msg):
-            res = await self.forwarder.forward(pdu)
-            rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             is_completing = proxy_id == completing
+            res = await self.forwarder.forward(pdu)
+            if not is_completing:
+                # Already answered OK to the client: ride out a temporary upstream error
+                # (throttling, full queue, no bind for a moment) before giving up on the part.
+                delay = 0.25
+                for _ in range(self.FORWARD_RETRIES):
+                    if res.status not in TEMPORARY_STATUSES:
+                        break
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                    res = await self.forwarder.forward(pdu)
+            rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             if res.status == Status.ROK:
                 rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
                 await self.forwarder.saver.save(rec)
@@ -382,9 +410,21 @@ class FilteringHandler:
                 if client is None:
                     log.error("expired parts of unknown client %s; forwarding", msg.client_id)
                     client = ClientConfig(system_id=msg.client_id, password="")
-                task = asyncio.ensure_future(self._process(client, msg, None))
+                task = asyncio.ensure_future(self._process_expired(client, msg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _process_expired(self, client: ClientConfig, msg: AssembledMessage) -> None:
+        try:
+            await self._process(client, msg, None)
+        except Exception:
+            # the parts stay in the store: handled again after a restart
+            log.exception("handling the expired message %s failed", msg.key)
+            if msg.key is not None:
+                await self.assembler.release(msg.key, delete=False)
+            return
+        if msg.key is not None:
+            await self.assembler.release(msg.key)
 
     def _client(self, client_id: str) -> ClientConfig | None:
         return self.config.client(client_id)

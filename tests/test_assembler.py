@@ -613,3 +613,54 @@ async def test_store_errors(tmp_path):
         (m,) = await asm.expire(T0 + 111)
         assert m.missing == [2] and m.text == "01234"
         assert await store.part_count() == 0
+
+
+# ---------------------------------------------------------------------------- deferred release
+
+
+async def test_deferred_release_keeps_parts_until_the_verdict_is_carried_out(store, tmp_path):
+    asm = Assembler(store, timeout_s=60, defer_release=True)
+    parts = udh_parts(b"A" * 30, 10, ref=9)
+    for i, (pdu, raw) in enumerate(parts[:2]):
+        assert (await asm.add("c1", pdu, f"id{i}", raw=raw)).kind == "held"
+    res = await asm.add("c1", parts[2][0], "id2", raw=parts[2][1])
+    assert res.kind == "complete"
+    # the whole message, completing part included, is still in the store
+    assert sorted(p.seqnum for p in await store.part_list(res.key)) == [1, 2, 3]
+
+    # "crash" before release: a new assembler on the same store hands the message out again
+    asm2 = Assembler(store, timeout_s=60, defer_release=True)
+    assert await asm2.restore() == 1
+    [again] = await asm2.expire()
+    assert again.complete and again.proxy_ids == ["id0", "id1", "id2"]
+    await asm2.release(again.key)
+    assert await store.part_list(again.key) == []
+
+
+async def test_resubmitted_completing_part_waits_for_release(store):
+    asm = Assembler(store, timeout_s=60, defer_release=True)
+    parts = udh_parts(b"B" * 20, 10, ref=10)
+    await asm.add("c1", parts[0][0], "a", raw=parts[0][1])
+    res = await asm.add("c1", parts[1][0], "b", raw=parts[1][1])
+    assert res.kind == "complete"
+    dup = asyncio.ensure_future(asm.add("c1", parts[1][0], "b2", raw=parts[1][1]))
+    await asyncio.sleep(0.05)
+    assert not dup.done()  # blocked while the verdict is being carried out
+    await asm.release(res.key)
+    got = await asyncio.wait_for(dup, 5)
+    assert got.kind == "duplicate" and got.proxy_id == "b"
+
+
+async def test_reopen_holds_the_other_parts_again(store):
+    asm = Assembler(store, timeout_s=60, defer_release=True)
+    parts = udh_parts(b"C" * 30, 10, ref=11)
+    for i, (pdu, raw) in enumerate(parts[:2]):
+        await asm.add("c1", pdu, f"p{i}", raw=raw)
+    res = await asm.add("c1", parts[2][0], "p2", raw=parts[2][1])
+    assert res.kind == "complete"
+    await asm.reopen(res.key, 3)  # the completing part was tempfailed
+    assert asm.pending_parts() == 2
+    assert sorted(p.seqnum for p in await store.part_list(res.key)) == [1, 2]
+    again = await asm.add("c1", parts[2][0], "p2-retry", raw=parts[2][1])
+    assert again.kind == "complete" and again.message.proxy_ids == ["p0", "p1", "p2-retry"]
+    await asm.release(again.key)
