@@ -123,7 +123,7 @@ class DlrConfig(_Model):
     retry_min_s: PositiveFloat = 1.0
     retry_max_s: PositiveFloat = 300.0
     # how long a receipt whose id is not (yet) known is retried before it counts as unmatched
-    unmatched_grace_s: float = Field(5.0, ge=0)
+    unmatched_grace_s: float = Field(2.0, ge=0)
     unmatched_mo_status: int = Field(0x0B, ge=0, le=0xFFFFFFFF)
 
 

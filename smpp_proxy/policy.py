@@ -129,8 +129,15 @@ def merge_policy(base: PolicyConfig, override: PolicyOverride | None) -> PolicyC
         return base
     upd = {k: v for k, v in override.model_dump(exclude_none=True).items()}
     if override.labels is not None:
+        # field by field: {phishing: {threshold: 0.9}} keeps the base rule's action
         labels = dict(base.labels)
-        labels.update(override.labels)
+        for name, rule in override.labels.items():
+            if name in labels:
+                labels[name] = labels[name].model_copy(
+                    update={f: getattr(rule, f) for f in rule.model_fields_set}
+                )
+            else:
+                labels[name] = rule
         upd["labels"] = labels
     for k in ("allow", "block"):
         if getattr(override, k) is not None:

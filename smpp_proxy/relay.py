@@ -39,6 +39,8 @@ class Outbox:
     client's window in flight (pipelined, not batch by batch), with exponential backoff on errors.
     """
 
+    DIRECT_TIMEOUT_S = 2.0
+
     def __init__(
         self, config: ProxyConfig, store: Store, registry: ClientRegistry, metrics: ProxyMetrics | None
     ):
@@ -71,7 +73,9 @@ class Outbox:
         if state is None:
             return None
         window = state.config.window
-        ready = [c for c in state.receivers() if c.session.pending_count() < window]
+        ready = [
+            c for c in state.receivers() if c.writable and c.session.pending_count() < window
+        ]
         if not ready:
             return None
         self._rr = (self._rr + 1) % (1 << 30)
@@ -83,7 +87,8 @@ class Outbox:
             conn = self._receiver(client_id)
             if conn is not None:
                 try:
-                    resp = await conn.request(pdu.copy())
+                    # short: the upstream waits for our answer meanwhile
+                    resp = await conn.request(pdu.copy(), timeout=self.DIRECT_TIMEOUT_S)
                     if resp.command_status == Status.ROK:
                         return "relayed"
                     log.info("%s refused %s with %#x; queued", client_id, pdu.name, resp.command_status)
@@ -110,11 +115,23 @@ class Outbox:
         ev.set()
         task = self._tasks.get(client_id)
         if task is None or task.done():
-            self._tasks[client_id] = asyncio.ensure_future(self._run(client_id))
+            self._tasks[client_id] = asyncio.ensure_future(self._run_forever(client_id))
 
     async def _update_gauge(self) -> None:
         if self.metrics:
             self.metrics.outbox_pending.set(await self.store.outbox_count())
+
+    async def _run_forever(self, client_id: str) -> None:
+        """The dispatcher of one client; an unexpected error is logged and it starts over."""
+        while not self._closing:
+            try:
+                await self._run(client_id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox dispatcher of %s failed; restarting in 1 s", client_id)
+                await asyncio.sleep(1.0)
 
     async def _run(self, client_id: str) -> None:
         ev = self._wake[client_id]
@@ -175,22 +192,29 @@ class Outbox:
                 log.error("outbox item %s is not a valid PDU; discarding", item.item_id)
                 await self._done(client_id, item)
                 return
+            lost = False
             try:
                 resp = await conn.request(pdu)
                 ok = resp.command_status == Status.ROK
                 why = f"status {resp.command_status:#x}"
-            except (RequestTimeout, ConnectionLost) as exc:
+            except RequestTimeout as exc:
                 ok, why = False, str(exc)
+            except ConnectionLost as exc:  # the client unbound: not the item's fault, no backoff
+                ok, why, lost = False, str(exc), True
             if ok:
                 await self._done(client_id, item)
                 if self.metrics:
                     self.metrics.child(self.metrics.dlr, "relayed").inc()
                 return
-            delay = min(cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20)))
+            delay = cfg.retry_min_s if lost else min(
+                cfg.retry_max_s, cfg.retry_min_s * (2 ** min(item.attempts, 20))
+            )
             log.info("delivery to %s failed (%s); retry in %.1fs", client_id, why, delay)
             await self.store.outbox_retry(item.item_id, time.time() + delay)
             if self.metrics:
                 self.metrics.child(self.metrics.dlr, "retried").inc()
+        except Exception:
+            log.exception("outbox delivery of item %s to %s failed", item.item_id, client_id)
         finally:
             inflight.discard(item.item_id)
             ev.set()

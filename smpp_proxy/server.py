@@ -97,6 +97,8 @@ class ClientRegistry:
                 old.config = c
                 if old.bucket.rate != c.throughput:
                     old.bucket = TokenBucket(c.throughput)
+                for conn in old.conns:
+                    conn.session.inbound_window = c.window
                 new[c.system_id] = old
             else:
                 new[c.system_id] = ClientState(c, TokenBucket(c.throughput))
@@ -138,6 +140,9 @@ class _ClientHandler:
         elif cid in SUBMIT_COMMANDS:
             client = self.client
             assert client is not None  # the session only lets bound transmitters submit
+            if srv.draining:  # shutting down: a temporary error, the client resubmits elsewhere
+                conn.respond(pdu.response(Status.RSYSERR))
+                return
             if not client.bucket.take():
                 if srv.metrics:
                     srv.metrics.child(srv.metrics.submits, client.config.system_id, "throttled").inc()
@@ -239,6 +244,7 @@ class SmppServer:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[SmppConnection] = set()
         self._tasks: set[asyncio.Task] = set()
+        self.draining = False
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -281,8 +287,14 @@ class SmppServer:
         """Stop accepting, let in-flight submits finish (bounded), then unbind every client."""
         if self._server is not None:
             self._server.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:  # tasks started meanwhile are waited for too
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                log.warning("stopping with %d submits still in flight", len(self._tasks))
+                break
+            await asyncio.wait(list(self._tasks), timeout=left)
         await asyncio.gather(*(c.unbind(2.0) for c in list(self._conns)), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()

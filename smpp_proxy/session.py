@@ -21,7 +21,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from .constants import CommandId, Status
+from .constants import CommandId, Status, Tag
 from .framing import Framer, FramingError
 from .pdu import Pdu, PduError, decode_pdu
 
@@ -80,6 +80,16 @@ _SMSC_RX_REQUESTS = frozenset(
 )
 _WINDOWED = frozenset(int(c) for c in (CommandId.SUBMIT_SM, CommandId.SUBMIT_MULTI, CommandId.DATA_SM))
 _ANY_STATE = frozenset(int(c) for c in (CommandId.ENQUIRE_LINK, CommandId.GENERIC_NACK))
+# Requests the spec gives no response PDU: a refusal has to be a generic_nack.
+_NO_RESPONSE = frozenset(int(c) for c in (CommandId.OUTBIND, CommandId.ALERT_NOTIFICATION))
+
+
+def refusal(command_id: int, sequence_number: int, status: int) -> Pdu:
+    """The PDU refusing a request: its *_resp with ``status`` (with the body the spec gives
+    that response), or a generic_nack for commands that have no response."""
+    if command_id in _NO_RESPONSE or command_id & RESP_BIT:
+        return Pdu(GENERIC_NACK, status, sequence_number)
+    return Pdu(command_id, 0, sequence_number).response(status)
 
 
 # ---------------------------------------------------------------------------- events
@@ -178,6 +188,8 @@ class SmppSession:
         """SMSC role: the response accepting ``request``; moves to the bound state."""
         self.state = BIND_STATE_FOR[request.command_id]
         resp = request.response(Status.ROK, system_id=system_id)
+        # tells the ESME we speak 3.4, so it may send optional parameters (SMPP 3.4 5.3.2.25)
+        resp.set_tlv(Tag.SC_INTERFACE_VERSION, b"\x34")
         return resp
 
     def bind_accepted(self, bind_command_id: int) -> None:
@@ -232,8 +244,7 @@ class SmppSession:
         if exc.status == Status.RINVCMDID:
             reply = Pdu(GENERIC_NACK, int(Status.RINVCMDID), seq)
         else:
-            # built through response() so each command gets the body the spec gives it
-            reply = Pdu(cid, 0, seq).response(int(exc.status))
+            reply = refusal(cid, seq, int(exc.status))
         return ProtocolError(f"malformed {cid:#010x}: {exc}", reply, command_id=cid)
 
     def _response(self, pdu: Pdu) -> Event:
@@ -249,13 +260,13 @@ class SmppSession:
         if status is not None:
             return ProtocolError(
                 f"{pdu.name} not allowed in state {self.state.value}",
-                pdu.response(status),
+                refusal(cid, seq, status),
                 command_id=cid,
             )
         if cid in _WINDOWED and self.role is Role.SMSC:
             if self.inbound_window and len(self._unanswered) >= self.inbound_window:
                 return ProtocolError(
-                    "window exceeded", pdu.response(Status.RMSGQFUL), command_id=cid
+                    "window exceeded", refusal(cid, seq, int(Status.RMSGQFUL)), command_id=cid
                 )
             self._unanswered.add(seq)
         if cid == CommandId.UNBIND:

@@ -205,8 +205,20 @@ class SmppConnection(asyncio.Protocol):
 
     async def request(self, pdu: Pdu, timeout: float | None = None) -> Pdu:
         if not self._can_write.is_set():
-            await self._can_write.wait()
+            # the peer stopped reading: wait for room, but no longer than a response would take
+            limit = self.response_timeout if timeout is None else timeout
+            try:
+                await asyncio.wait_for(self._can_write.wait(), limit)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"peer not reading; {pdu.name} not sent") from None
+            if not self.is_open:
+                raise ConnectionLost("connection closed")
         return await self.send_request_nowait(pdu, timeout)
+
+    @property
+    def writable(self) -> bool:
+        """Open and not paused by a full write buffer (a peer that stopped reading)."""
+        return self._can_write.is_set() and self.is_open
 
     def _arm_sweeper(self) -> None:
         # granularity: a tenth of the shortest timeout in use, at most 250 ms
@@ -261,7 +273,16 @@ class SmppConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self._flush()
             self.transport.close()
+            # close() waits for the write buffer to drain: a peer that stopped reading would
+            # keep the connection (and its bind slot) forever, so abort after a short grace
+            self._loop.call_later(2.0, self._abort_if_lingering)
         self.session.close()
+
+    def _abort_if_lingering(self) -> None:
+        if not self.closed.is_set() and self.transport is not None:
+            log.warning("%s %s:%s did not drain on close; aborting", self.side, self.peer_ip, self.peer_port)
+            self._out.clear()
+            self.transport.abort()
 
     async def unbind(self, timeout: float = 5.0) -> None:
         """Polite close: unbind, wait for unbind_resp (bounded), then close."""

@@ -46,7 +46,7 @@ class _Slot:
         return (
             self.state == "bound"
             and self.conn is not None
-            and self.conn.is_open
+            and self.conn.writable
             and self.conn.session.state.can_transmit
         )
 
@@ -91,6 +91,7 @@ class Upstream:
                 self.slots.append(_Slot(self, int(CommandId.BIND_TRANSMITTER), i))
                 self.slots.append(_Slot(self, int(CommandId.BIND_RECEIVER), i))
         self._tasks: list[asyncio.Task] = []
+        self._stopping = False
 
     def _set_state(self, slot: _Slot, state: str) -> None:
         slot.state = state
@@ -107,13 +108,15 @@ class Upstream:
             self._tasks.append(asyncio.ensure_future(self._run_slot(slot)))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # unbind politely first (the reconnect loops see _stopping and end), then cancel
+        self._stopping = True
         await asyncio.gather(
             *(s.conn.unbind(2.0) for s in self.slots if s.conn is not None and s.conn.is_open),
             return_exceptions=True,
         )
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def bound_transmitters(self) -> int:
@@ -123,7 +126,7 @@ class Upstream:
         cfg = self.cfg
         delay = cfg.reconnect_min_s
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             self._set_state(slot, "connecting")
             conn: SmppConnection | None = None
             try:
@@ -172,6 +175,13 @@ class Upstream:
                 log.warning("upstream %s bind %d: %s; retry in %.1fs", cfg.name, slot.index, exc, delay)
                 if conn is not None:
                     conn.close()
+            except Exception:  # a bug must not end this bind's reconnect loop for good
+                log.exception("upstream %s bind %d: unexpected error; retry in %.1fs",
+                              cfg.name, slot.index, delay)
+                if conn is not None:
+                    conn.close()
+            if self._stopping:
+                break
             self._set_state(slot, "down")
             slot.conn = None
             await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))

@@ -140,3 +140,11 @@ def test_client_ip_allowlist():
     c = cfg.client("a")
     assert c.ip_allowed("10.1.2.3") and c.ip_allowed("::1") and c.ip_allowed("::ffff:10.0.0.1")
     assert not c.ip_allowed("127.0.0.1")
+
+
+def test_client_label_override_merges_field_by_field():
+    eng = PolicyEngine(PolicyConfig(), {"strict": PolicyOverride(labels={"phishing": LabelRule(threshold=0.9)})})
+    rule = eng.for_client("strict").cfg.labels["phishing"]
+    assert rule.threshold == 0.9 and rule.action == "reject"  # the base action is kept
+    assert eng.for_client("strict").decide("phishing", {"phishing": 0.95}).action == "reject"
+    assert eng.for_client("strict").decide("phishing", {"phishing": 0.85}).action == "forward"

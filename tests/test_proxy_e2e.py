@@ -531,3 +531,13 @@ async def test_health_and_readiness_endpoints(tmp_path, make_simulator):
         assert (await get("/readyz")).startswith(b"HTTP/1.1 503")
     finally:
         await app.stop()
+
+
+async def test_shutdown_unbinds_upstreams_and_clients(tmp_path, make_simulator, smpplib_client):
+    sim = await make_simulator()
+    app = await start_proxy(proxy_config_dict(sim.port, tmp_path / "p.db"))
+    await wait_upstream_bound(app, 2)
+    c = await smpplib_client(app.server.port, system_id="acme", password="secret")
+    await app.stop()
+    await sim.wait_until(lambda: sim.stats.unbinds >= 2, timeout=5)
+    assert await asyncio.to_thread(c.unbound_by_peer.wait, 5)

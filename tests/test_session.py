@@ -171,3 +171,24 @@ def test_unbind_moves_to_unbound():
     s = bound_smsc()
     [ev] = s.receive_data(Pdu(int(CommandId.UNBIND), 0, 77).encode())
     assert isinstance(ev, RequestReceived) and s.state is BindState.UNBOUND
+
+
+def test_commands_without_response_are_refused_with_generic_nack():
+    s = bound_smsc()
+    alert = Pdu(int(CommandId.ALERT_NOTIFICATION), 0, 31,
+                params={"source_addr": "1", "esme_addr": "2"})
+    outbind = Pdu(int(CommandId.OUTBIND), 0, 32, params={"system_id": "x", "password": "y"})
+    evs = s.receive_data(alert.encode() + outbind.encode() + submit(33).encode())
+    assert [type(e) for e in evs] == [ProtocolError, ProtocolError, RequestReceived]
+    for ev, seq in zip(evs[:2], (31, 32), strict=True):
+        assert ev.reply.command_id == CommandId.GENERIC_NACK and ev.reply.sequence_number == seq
+        decode_pdu(ev.reply.encode())
+
+
+def test_bind_resp_announces_interface_version():
+    from smpp_proxy.constants import Tag
+
+    s = SmppSession(Role.SMSC)
+    [ev] = s.receive_data(bind().encode())
+    resp = decode_pdu(s.send_response(s.accept_bind(ev.pdu, "smsfw")))
+    assert resp.get_tlv(Tag.SC_INTERFACE_VERSION) == b"\x34"
