@@ -102,6 +102,12 @@ class ClientRegistry:
                 new[c.system_id] = old
             else:
                 new[c.system_id] = ClientState(c, TokenBucket(c.throughput))
+        for sid, st in self._states.items():
+            if sid not in new:  # removed from the config: its binds are unbound
+                log.warning("client %s removed from the configuration; unbinding %d session(s)",
+                            sid, len(st.conns))
+                for conn in list(st.conns):
+                    asyncio.ensure_future(conn.unbind(2.0))
         self._states = new
 
     def get(self, system_id: str) -> ClientState | None:
