@@ -590,10 +590,10 @@ def parse_args(argv: Sequence[str] | None):
     p.add_argument("--no-lowercase", dest="lowercase", action="store_false")
     p.add_argument("--max-length", type=int, default=128, help="max tokens (= max_position)")
     # architecture
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--hidden", type=int, default=192)
-    p.add_argument("--heads", type=int, default=3)
-    p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--intermediate", type=int, default=512)
     p.add_argument("--dropout", type=float, default=0.1)
     # MLM pre-training
     p.add_argument("--mlm-epochs", type=int, default=6, help="0 disables MLM pre-training")
