@@ -140,3 +140,21 @@ def wait_port(port: int, timeout: float = 60.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"port {port} not listening")
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """(status code, body) of GET ``path`` on 127.0.0.1:``port`` (the metrics endpoint)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+    data = await reader.read()
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def metrics_families(app: ProxyApp) -> dict:
+    """The app's /metrics, parsed with prometheus_client's parser, by family name."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    _, body = await http_get(app.metrics_server.bound_port, "/metrics")
+    return {f.name: f for f in text_string_to_metric_families(body.decode())}

@@ -12,13 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from smpp_proxy.constants import CommandId, Status
 from smpp_proxy.pdu import Pdu
 from smpp_proxy.udh import build_udh, split_udh
 
-from .proxy_harness import REPO, proxy_config_dict, start_proxy, wait_until, wait_upstream_bound
+from .proxy_harness import (
+    REPO,
+    metrics_families,
+    proxy_config_dict,
+    start_proxy,
+    wait_until,
+    wait_upstream_bound,
+)
 
 MODEL = Path(os.environ.get("SMSFW_TEST_MODEL_DIR", REPO / "classifier" / "models" / "default"))
 pytestmark = [
@@ -85,15 +91,6 @@ def split_parts(payload: bytes, n: int, ref: int, ref16: bool = False) -> list[b
             ie = (0x00, bytes([ref, n, i]))
         out.append(build_udh([ie]) + chunk)
     return out
-
-
-async def metrics_families(app) -> dict:
-    reader, writer = await asyncio.open_connection("127.0.0.1", app.metrics_server.bound_port)
-    writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
-    data = await reader.read()
-    writer.close()
-    body = data.split(b"\r\n\r\n", 1)[1].decode()
-    return {f.name: f for f in text_string_to_metric_families(body)}
 
 
 def sample(fams, name, **labels) -> float:

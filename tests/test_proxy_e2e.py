@@ -22,6 +22,8 @@ from smpp_proxy.pdu import Pdu, Tlv, decode_pdu
 from .proxy_harness import (
     ProxyProcess,
     free_port,
+    http_get,
+    metrics_families,
     proxy_config_dict,
     start_proxy,
     wait_port,
@@ -434,17 +436,10 @@ async def test_clean_unbind_always_answered(proxy, smpplib_client):
 
 
 async def test_metrics_endpoint_counts_pdus(proxy, smpplib_client):
-    from prometheus_client.parser import text_string_to_metric_families
-
     app = await proxy()
     c = await smpplib_client(app.server.port, system_id="acme", password="secret")
     await asyncio.to_thread(c.submit, "count me")
-    reader, writer = await asyncio.open_connection("127.0.0.1", app.metrics_server.bound_port)
-    writer.write(b"GET /metrics HTTP/1.0\r\n\r\n")
-    data = await reader.read()
-    writer.close()
-    body = data.split(b"\r\n\r\n", 1)[1].decode()
-    fams = {f.name: f for f in text_string_to_metric_families(body)}
+    fams = await metrics_families(app)
     pdus = fams["smsfw_pdus"].samples
     assert any(s.labels == {"side": "client", "direction": "in", "command": "submit_sm",
                             "status": "0x00"} and s.value >= 1 for s in pdus)
@@ -515,20 +510,14 @@ async def test_health_and_readiness_endpoints(tmp_path, make_simulator):
     sim = await make_simulator()
     app = await start_proxy(proxy_config_dict(sim.port, tmp_path / "p.db", metrics_port=0))
 
-    async def get(path: str) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", app.metrics_server.bound_port)
-        writer.write(f"GET {path} HTTP/1.0\r\n\r\n".encode())
-        data = await reader.read()
-        writer.close()
-        return data
-
+    port = app.metrics_server.bound_port
     try:
-        assert (await get("/healthz")).startswith(b"HTTP/1.1 200")
+        assert (await http_get(port, "/healthz"))[0] == 200
         await wait_upstream_bound(app, 2)
-        assert (await get("/readyz")).startswith(b"HTTP/1.1 200")
+        assert (await http_get(port, "/readyz")) == (200, b"ready\n")
         await sim.stop(unbind_timeout=0.5)
         await wait_until(lambda: app.pool.bound_count() == 0, 10)
-        assert (await get("/readyz")).startswith(b"HTTP/1.1 503")
+        assert (await http_get(port, "/readyz")) == (503, b"no upstream bound\n")
     finally:
         await app.stop()
 
