@@ -6,7 +6,13 @@ import pytest
 
 from smpp_proxy.config import ConfigError, load_config, parse_config
 from smpp_proxy.constants import CommandId, Tag
-from smpp_proxy.dlr import build_receipt, id_candidates, is_receipt, parse_receipt, rewrite_receipt_id
+from smpp_proxy.dlr import (
+    build_receipt,
+    id_candidates,
+    is_receipt,
+    parse_receipt,
+    rewrite_receipt_id,
+)
 from smpp_proxy.ids import MessageIdGenerator
 from smpp_proxy.pdu import Pdu, decode_pdu
 from smpp_proxy.policy import LabelRule, PolicyConfig, PolicyEngine, PolicyOverride
