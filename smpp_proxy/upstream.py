@@ -166,6 +166,8 @@ class Upstream:
                 delay = cfg.reconnect_min_s
                 self.pool._room.set()
                 await conn.closed.wait()
+                if self._stopping:
+                    break
                 log.warning("upstream %s bind %d lost", cfg.name, slot.index)
             except asyncio.CancelledError:
                 if conn is not None:
