@@ -92,7 +92,7 @@ class Forwarder:
         mid = resp.params.get("message_id") if resp.command_status == Status.ROK else None
         return ForwardResult(resp.command_status, name, mid, resp)
 
-    async def submit(self, client: ClientConfig, pdu: Pdu, record: MessageRecord | None = None) -> Pdu:
+    async def submit(self, client: ClientConfig, pdu: Pdu) -> Pdu:
         """Forward a client submit and build its response (the pass-through path)."""
         res = await self.forward(pdu)
         outcome = "forwarded" if res.status == Status.ROK else (
@@ -101,16 +101,30 @@ class Forwarder:
         if self.metrics:
             self.metrics.child(self.metrics.submits, client.system_id, outcome).inc()
         if res.status != Status.ROK:
-            return self._client_resp(pdu, res.status, None, res.resp)
-        rec = record or self.new_record(client.system_id, pdu)
-        rec.upstream = res.upstream
-        rec.upstream_id = res.upstream_id
-        rec.status = "forwarded"
+            return self.client_resp(pdu, res.status, None, res.resp)
+        rec = await self.record(client.system_id, pdu, self.ids.next(), "forwarded", res)
+        return self.client_resp(pdu, int(Status.ROK), rec.proxy_id, res.resp)
+
+    async def record(
+        self,
+        client_id: str,
+        pdu: Pdu,
+        proxy_id: str,
+        status: str,
+        res: ForwardResult | None = None,
+    ) -> MessageRecord:
+        """Persist what became of one client PDU (group-committed); with ``res`` the upstream
+        id mapping that receipts are matched by."""
+        rec = self.new_record(client_id, pdu, proxy_id)
+        rec.status = status
+        if res is not None:
+            rec.upstream, rec.upstream_id = res.upstream, res.upstream_id
         await self.saver.save(rec)
-        return self._client_resp(pdu, int(Status.ROK), rec.proxy_id, res.resp)
+        return rec
 
     @staticmethod
-    def _client_resp(pdu: Pdu, status: int, proxy_id: str | None, upstream_resp: Pdu | None) -> Pdu:
+    def client_resp(pdu: Pdu, status: int, proxy_id: str | None, upstream_resp: Pdu | None) -> Pdu:
+        """The client's resp: our id on success, the upstream's status and TLVs passed on."""
         if pdu.command_id == CommandId.SUBMIT_MULTI and status == Status.ROK and upstream_resp:
             resp = pdu.response(status)
             resp.params.update(upstream_resp.params)

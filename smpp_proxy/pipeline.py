@@ -227,7 +227,7 @@ class FilteringHandler:
                     await self.assembler.release(msg.key)
         if out.status != Status.ROK:
             return pdu.response(out.status)
-        return self.forwarder._client_resp(pdu, int(Status.ROK), out.proxy_id, out.resp)
+        return self.forwarder.client_resp(pdu, int(Status.ROK), out.proxy_id, out.resp)
 
     async def _retry_refused(
         self, client: ClientConfig, pdu: Pdu, proxy_id: str, refused: tuple[int, str, float]
@@ -243,13 +243,11 @@ class FilteringHandler:
             return pdu.response(status)
         res = await self.forwarder.forward(pdu)
         if res.status != Status.ROK:
-            return self.forwarder._client_resp(pdu, res.status, None, res.resp)
-        rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
-        rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
-        await self.forwarder.saver.save(rec)
+            return self.forwarder.client_resp(pdu, res.status, None, res.resp)
+        await self.forwarder.record(client.system_id, pdu, proxy_id, "forwarded", res)
         self._refused.pop(proxy_id, None)
         self.metrics.child(self.metrics.submits, client.system_id, "forwarded").inc()
-        return self.forwarder._client_resp(pdu, int(Status.ROK), proxy_id, res.resp)
+        return self.forwarder.client_resp(pdu, int(Status.ROK), proxy_id, res.resp)
 
     # ------------------------------------------------------------------ the pipeline
     async def classify(self, policy: ClientPolicy, msg: AssembledMessage) -> Verdict:
@@ -325,10 +323,8 @@ class FilteringHandler:
                     await asyncio.sleep(delay)
                     delay *= 2
                     res = await self.forwarder.forward(pdu)
-            rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
             if res.status == Status.ROK:
-                rec.upstream, rec.upstream_id, rec.status = res.upstream, res.upstream_id, "forwarded"
-                await self.forwarder.saver.save(rec)
+                await self.forwarder.record(client.system_id, pdu, proxy_id, "forwarded", res)
                 self.metrics.child(self.metrics.submits, client.system_id, "forwarded").inc()
                 if is_completing:
                     result = _Outcome(int(Status.ROK), proxy_id, res.resp)
@@ -339,8 +335,7 @@ class FilteringHandler:
                 result = _Outcome(res.status, None, res.resp)
             else:
                 # Already answered OK: the client learns of the failure through a receipt.
-                rec.status = "failed"
-                await self.forwarder.saver.save(rec)
+                await self.forwarder.record(client.system_id, pdu, proxy_id, "failed")
                 await self._synth_receipt(client, pdu, proxy_id, "UNDELIV", res.status)
         return result
 
@@ -351,9 +346,7 @@ class FilteringHandler:
             self.metrics.child(self.metrics.submits, client.system_id, "tempfail" if verdict.tempfail else "rejected").inc()
             if proxy_id == completing:
                 continue  # answered with the reject status below
-            rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
-            rec.status = "rejected"
-            await self.forwarder.saver.save(rec)
+            await self.forwarder.record(client.system_id, pdu, proxy_id, "rejected")
             await self._synth_receipt(client, pdu, proxy_id, "REJECTD", verdict.status)
         return _Outcome(verdict.status, None, action="reject")
 
@@ -362,9 +355,7 @@ class FilteringHandler:
     ) -> _Outcome:
         for pdu, proxy_id in self._parts(msg):
             self.metrics.child(self.metrics.submits, client.system_id, "dropped").inc()
-            rec = self.forwarder.new_record(client.system_id, pdu, proxy_id)
-            rec.status = "dropped"
-            await self.forwarder.saver.save(rec)
+            await self.forwarder.record(client.system_id, pdu, proxy_id, "dropped")
             if verdict.receipt:
                 await self._synth_receipt(client, pdu, proxy_id, verdict.receipt, 0)
         return _Outcome(int(Status.ROK), completing, action="drop")

@@ -20,6 +20,7 @@ SMSC simulator / SMPP clients (real sockets on 127.0.0.1):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import socket
@@ -359,3 +360,42 @@ async def async_esme():
 async def in_thread(fn, *args: Any, **kwargs: Any) -> Any:
     """``asyncio.to_thread`` shorthand for the blocking client calls."""
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------- aiosmpplib ESME
+
+
+@contextlib.asynccontextmanager
+async def aiosmpplib_esme(port: int, *, system_id: str, password: str):
+    """A running aiosmpplib ESME (the third-party asyncio client) bound to 127.0.0.1:``port``.
+
+    Yields ``(esme, received)``: ``received`` is an ``asyncio.Queue`` of the SubmitSmResp and
+    DeliverSm it gets, and of send errors. Stopped on exit.
+    """
+    from aiosmpplib import ESME, AbstractHook, DeliverSm, SubmitSmResp
+
+    received: asyncio.Queue = asyncio.Queue()
+
+    class Hook(AbstractHook):
+        async def sending(self, smpp_message, pdu, client_id):
+            pass
+
+        async def received(self, smpp_message, pdu, client_id):
+            if isinstance(smpp_message, (SubmitSmResp, DeliverSm)):
+                received.put_nowait(smpp_message)
+
+        async def send_error(self, smpp_message, error, client_id):
+            received.put_nowait(error)
+
+    esme = ESME(
+        smsc_host="127.0.0.1", smsc_port=port, system_id=system_id, password=password,
+        hook=Hook(), log_level=logging.WARNING, log_handler=logging.NullHandler(),
+        socket_timeout=5.0,
+    )
+    task = asyncio.create_task(esme.start())
+    try:
+        yield esme, received
+    finally:
+        await asyncio.wait_for(esme.stop(), 5)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

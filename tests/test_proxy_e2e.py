@@ -6,7 +6,6 @@ Classification is off here (pass-through); the filtering pipeline has its own te
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import struct
 import time
@@ -19,6 +18,7 @@ from smpp_proxy.constants import CommandId, Status, Tag
 from smpp_proxy.dlr import parse_receipt
 from smpp_proxy.pdu import Pdu, Tlv, decode_pdu
 
+from .conftest import aiosmpplib_esme
 from .proxy_harness import (
     ProxyProcess,
     free_port,
@@ -101,29 +101,10 @@ async def test_every_field_and_tlv_forwarded_unchanged(proxy, simulator, async_e
 
 
 async def test_aiosmpplib_through_the_proxy(proxy, simulator):
-    from aiosmpplib import ESME, AbstractHook, DeliverSm, PhoneNumber, SubmitSm, SubmitSmResp
+    from aiosmpplib import DeliverSm, PhoneNumber, SubmitSm, SubmitSmResp
 
     app = await proxy()
-    got: asyncio.Queue = asyncio.Queue()
-
-    class Hook(AbstractHook):
-        async def sending(self, smpp_message, pdu, client_id):
-            pass
-
-        async def received(self, smpp_message, pdu, client_id):
-            if isinstance(smpp_message, (SubmitSmResp, DeliverSm)):
-                got.put_nowait(smpp_message)
-
-        async def send_error(self, smpp_message, error, client_id):
-            got.put_nowait(error)
-
-    esme = ESME(
-        smsc_host="127.0.0.1", smsc_port=app.server.port, system_id="acme", password="secret",
-        hook=Hook(), log_level=logging.WARNING, log_handler=logging.NullHandler(),
-        socket_timeout=5.0,
-    )
-    task = asyncio.create_task(esme.start())
-    try:
+    async with aiosmpplib_esme(app.server.port, system_id="acme", password="secret") as (esme, got):
         await wait_until(lambda: app.clients.get("acme").conns, 10)
         await esme.broker.enqueue(SubmitSm(
             short_message="via aiosmpplib", source=PhoneNumber("12345"),
@@ -134,10 +115,6 @@ async def test_aiosmpplib_through_the_proxy(proxy, simulator):
         assert isinstance(dlr, DeliverSm) and dlr.is_receipt()
         assert dlr.parse_receipt()["id"] == resp.message_id
         assert dlr.log_id == "m1"
-    finally:
-        await asyncio.wait_for(esme.stop(), 5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------- bind errors

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import signal
@@ -27,7 +26,7 @@ from smpp_proxy.simulator import (
     main,
 )
 
-from .conftest import in_thread
+from .conftest import aiosmpplib_esme, in_thread
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -417,28 +416,9 @@ async def test_mo_error_status_recorded(simulator, async_esme):
 
 
 async def test_aiosmpplib_submit_and_receipt(simulator):
-    from aiosmpplib import ESME, AbstractHook, DeliverSm, PhoneNumber, SubmitSm, SubmitSmResp
+    from aiosmpplib import DeliverSm, PhoneNumber, SubmitSm, SubmitSmResp
 
-    got: asyncio.Queue = asyncio.Queue()
-
-    class Hook(AbstractHook):
-        async def sending(self, smpp_message, pdu, client_id):
-            pass
-
-        async def received(self, smpp_message, pdu, client_id):
-            if isinstance(smpp_message, (SubmitSmResp, DeliverSm)):
-                got.put_nowait(smpp_message)
-
-        async def send_error(self, smpp_message, error, client_id):
-            got.put_nowait(error)
-
-    esme = ESME(
-        smsc_host="127.0.0.1", smsc_port=simulator.port, system_id="aio", password="pw",
-        hook=Hook(), log_level=logging.WARNING, log_handler=logging.NullHandler(),
-        socket_timeout=5.0,
-    )
-    task = asyncio.create_task(esme.start())
-    try:
+    async with aiosmpplib_esme(simulator.port, system_id="aio", password="pw") as (esme, got):
         await simulator.wait_for_bind(1, "aio", timeout=5)
         await esme.broker.enqueue(SubmitSm(
             short_message="hello from aiosmpplib", source=PhoneNumber("12345"),
@@ -454,10 +434,6 @@ async def test_aiosmpplib_submit_and_receipt(simulator):
         [pdu] = simulator.received
         assert pdu.params["short_message"] == b"hello from aiosmpplib"
         await simulator.wait_for_receipts(1, timeout=5)
-    finally:
-        await asyncio.wait_for(esme.stop(), 5)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 # ---------------------------------------------------------------------------- config / CLI
